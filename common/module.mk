@@ -1,0 +1,5 @@
+# common/: the runtime every daemon shares (see docs/conventions.md).
+COMMON_SRCS := $(wildcard common/*.c)
+$(eval $(call kvf_library,common,$(COMMON_SRCS),-lconfig -ljansson -lm))
+
+$(eval $(call kvf_unit_test,test_err,tests/unit/test_err.c,common))

@@ -1,0 +1,89 @@
+# Shared helpers for integration and e2e test scripts (bash).
+#
+# Line protocol read by scripts/run-tests.sh:
+#   PASS: name          one passed check
+#   FAIL: name: why     one failed check
+#   SKIP: name: why     a check that could not run here, with the reason
+# Source this file first; every process started with kvf_spawn is killed when
+# the script exits, and a scratch directory $KVF_TMP is removed.
+
+set -u
+: "${KVF_BUILD:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/build}"
+: "${KVF_ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+BIN="$KVF_BUILD/bin"
+KVF_TMP=$(mktemp -d /tmp/kvf-test.XXXXXX)
+KVF_PIDS=()
+KVF_FAILS=0
+
+kvf_cleanup() {
+  local p
+  for p in "${KVF_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${KVF_PIDS[@]}"; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+  done
+  rm -rf "$KVF_TMP"
+}
+trap kvf_cleanup EXIT
+
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1${2:+: $2}"; KVF_FAILS=$((KVF_FAILS + 1)); }
+skip() { echo "SKIP: $1: $2"; }
+
+# check NAME COMMAND...: PASS if the command succeeds, FAIL otherwise.
+check() {
+  local name=$1; shift
+  if "$@"; then pass "$name"; else fail "$name" "command failed: $*"; fi
+}
+
+# check_eq NAME EXPECTED ACTUAL
+check_eq() {
+  if [ "$2" == "$3" ]; then pass "$1"; else fail "$1" "expected [$2], got [$3]"; fi
+}
+
+# check_contains NAME HAYSTACK NEEDLE
+check_contains() {
+  if [[ "$2" == *"$3"* ]]; then pass "$1"; else fail "$1" "[$3] not found in [$(printf '%.400s' "$2")]"; fi
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+  done
+  return 1
+}
+
+# kvf_spawn LOGNAME CMD...: start CMD in the background, output to $KVF_TMP/LOGNAME.log.
+# Sets KVF_LAST_PID.
+kvf_spawn() {
+  local name=$1; shift
+  "$@" >"$KVF_TMP/$name.log" 2>&1 &
+  KVF_LAST_PID=$!
+  KVF_PIDS+=("$KVF_LAST_PID")
+}
+
+# wait_port PORT [TIMEOUT_S]: until something accepts on 127.0.0.1:PORT.
+wait_port() {
+  local deadline=$((SECONDS + ${2:-10}))
+  while [ $SECONDS -lt $deadline ]; do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# wait_file PATH [TIMEOUT_S]: until PATH exists (a Unix socket, a pid file).
+wait_file() {
+  local deadline=$((SECONDS + ${2:-10}))
+  while [ $SECONDS -lt $deadline ]; do
+    [ -e "$1" ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# kvf_done: last line of a script; exit status reflects the failures.
+kvf_done() { [ "$KVF_FAILS" -eq 0 ]; }
