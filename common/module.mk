@@ -3,3 +3,6 @@ COMMON_SRCS := $(wildcard common/*.c)
 $(eval $(call kvf_library,common,$(COMMON_SRCS),-lconfig -ljansson -lm))
 
 $(eval $(call kvf_unit_test,test_err,tests/unit/test_err.c,common))
+$(eval $(call kvf_unit_test,test_buf,tests/unit/test_buf.c,common))
+$(eval $(call kvf_unit_test,test_log,tests/unit/test_log.c,common))
+$(eval $(call kvf_unit_test,test_loop,tests/unit/test_loop.c,common))
