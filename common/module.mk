@@ -13,3 +13,7 @@ $(BLOCKKEY_BENCH): $(OBJDIR)/bench/blockkey_bench.o $(LIBDIR)/libkvf_common.a
 	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_common) $(LDLIBS_BASE)
 DEPFILES += $(OBJDIR)/bench/blockkey_bench.d
 $(eval $(call kvf_bench,blockkey,$(BLOCKKEY_BENCH),$(BLOCKKEY_BENCH)))
+
+# frame + wire: unit tests and the fuzz target (corpus replayed by make test).
+$(eval $(call kvf_unit_test,test_frame,tests/unit/test_frame.c,common))
+$(eval $(call kvf_fuzz,fuzz_frame,tests/fuzz/fuzz_frame.c common/frame.c common/wire.c common/err.c))
