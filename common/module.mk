@@ -6,3 +6,13 @@ $(eval $(call kvf_unit_test,test_err,tests/unit/test_err.c,common))
 $(eval $(call kvf_unit_test,test_buf,tests/unit/test_buf.c,common))
 $(eval $(call kvf_unit_test,test_log,tests/unit/test_log.c,common))
 $(eval $(call kvf_unit_test,test_loop,tests/unit/test_loop.c,common))
+
+# blockkey: unit tests, the xxhsum cross-check of the vectors, the bench.
+$(eval $(call kvf_unit_test,test_blockkey,tests/unit/test_blockkey.c,common))
+TEST_SCRIPTS += tests/unit/test_blockkey_xxhsum.sh
+$(eval $(call kvf_bench_program,blockkey_bench,bench/blockkey_bench.c,common))
+$(eval $(call kvf_bench,blockkey,$(BENCHBINDIR)/blockkey_bench,$(BENCHBINDIR)/blockkey_bench))
+
+# frame + wire: unit tests and the fuzz target (corpus replayed by make test).
+$(eval $(call kvf_unit_test,test_frame,tests/unit/test_frame.c,common))
+$(eval $(call kvf_fuzz,fuzz_frame,tests/fuzz/fuzz_frame.c common/frame.c common/wire.c common/err.c))
