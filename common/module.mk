@@ -16,3 +16,5 @@ $(eval $(call kvf_bench,blockkey,$(BENCHBINDIR)/blockkey_bench,$(BENCHBINDIR)/bl
 # frame + wire: unit tests and the fuzz target (corpus replayed by make test).
 $(eval $(call kvf_unit_test,test_frame,tests/unit/test_frame.c,common))
 $(eval $(call kvf_fuzz,fuzz_frame,tests/fuzz/fuzz_frame.c common/frame.c common/wire.c common/err.c))
+$(eval $(call kvf_unit_test,test_config,tests/unit/test_config.c,common))
+$(eval $(call kvf_unit_test,test_json,tests/unit/test_json.c,common))
