@@ -19,3 +19,4 @@ $(eval $(call kvf_fuzz,fuzz_frame,tests/fuzz/fuzz_frame.c common/frame.c common/
 $(eval $(call kvf_unit_test,test_config,tests/unit/test_config.c,common))
 $(eval $(call kvf_unit_test,test_json,tests/unit/test_json.c,common))
 $(eval $(call kvf_unit_test,test_metrics,tests/unit/test_metrics.c,common))
+$(eval $(call kvf_unit_test,test_admin,tests/unit/test_admin.c,common))
