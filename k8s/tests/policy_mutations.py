@@ -158,6 +158,10 @@ def conf_port_changed(d):
     set_conf(d, 'http_listen = "0.0.0.0:8100"', 'http_listen = "0.0.0.0:8101"')
 
 
+def model_not_mounted(d):
+    set_conf(d, 'model_dir = "/models/current";', 'model_dir = "/data/model";')
+
+
 def probe_wrong_path(d):
     container(d, "Deployment", "kvf-decode")["readinessProbe"]["httpGet"]["path"] = "/health"
 
@@ -266,6 +270,7 @@ CASES = [
     ("NetworkPolicy without DNS egress", "aggregated", "netpol", "cannot reach cluster DNS", netpol_no_dns),
     ("containerPort not matching kvf.conf", "aggregated", "config", "!= kvf.conf decode", port_mismatch),
     ("kvf.conf port changed, manifests not", "disaggregated", "config", "!= kvf.conf prefill", conf_port_changed),
+    ("engine.model_dir outside the model volume", "disaggregated", "config", "is on no volume mount", model_not_mounted),
     ("readiness probe on /health", "aggregated", "config", "readinessProbe path /health", probe_wrong_path),
     ("cachedir replicas not in cluster.cachedir", "aggregated", "config", "cluster.cachedir", cachedir_list_stale),
     ("InferencePool targetPort not decode http", "inference-gateway", "config", "!= decode.http_listen", inferencepool_wrong_port),

@@ -894,6 +894,14 @@ def rule_config(m):
                     out.append(f"{where}: kvf.conf includes {inc}, which no volume provides")
                 elif provided[inc][0] == "secret" and m.get("Secret", provided[inc][1], p.ns) is not None:
                     out.append(f"{where}: Secret {provided[inc][1]} is in the manifests; keep secret values out of git")
+            if role in ("prefill", "decode"):
+                model = (m.config.get("engine") or {}).get("model_dir", "")
+                mounts = [vm for vm in c.get("volumeMounts") or []
+                          if model == vm.get("mountPath") or model.startswith(vm.get("mountPath", "").rstrip("/") + "/")]
+                if not mounts:
+                    out.append(f"{where}: engine.model_dir {model!r} is on no volume mount")
+                elif not mounts[-1].get("readOnly"):
+                    out.append(f"{where}: the model volume {mounts[-1].get('name')} is mounted read-write")
             want = {}
             for key, pname in PORT_KEYS.items():
                 if key in sec:
@@ -1169,7 +1177,18 @@ def canonical(docs):
             mo = re.fullmatch(r"(.+)-([a-z0-9]{10})", name)
             if mo:
                 text = re.sub(r"\b" + re.escape(name) + r"\b", mo.group(1) + "-HASH", text)
-    return {(d.get("kind"), d["metadata"].get("namespace"), d["metadata"].get("name")): d
+    def norm(node):
+        # Empty maps are unset fields, and strategic merge in kustomize v2 and v5 orders
+        # merged entries of named lists (volumes, env, ports) differently.
+        if isinstance(node, dict):
+            return {k: norm(v) for k, v in node.items() if v != {}}
+        if isinstance(node, list):
+            items = [norm(v) for v in node]
+            if items and all(isinstance(v, dict) and "name" in v for v in items):
+                items.sort(key=lambda v: json.dumps(v, sort_keys=True))
+            return items
+        return node
+    return {(d.get("kind"), d["metadata"].get("namespace"), d["metadata"].get("name")): norm(d)
             for d in json.loads(text)}
 
 
