@@ -981,7 +981,7 @@ def rule_config(m):
             if tp.get("number") != http:
                 out.append(f"{ref(pool)}: targetPort {tp.get('number')} != decode.http_listen port {http}")
         for t in targets:
-            if not any(p.daemon(c) == "decode" for c in t.containers for p in [t]):
+            if not any(t.daemon(c) == "decode" for c in t.containers):
                 out.append(f"{ref(pool)}: selects {t.ref}, which is not a decode worker")
         epr = spec.get("endpointPickerRef")
         if epr:

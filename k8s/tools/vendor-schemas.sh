@@ -64,4 +64,4 @@ Kueue v0.19.2 (`v1beta2`); InferencePool from GAIE v1.6.0; Gateway API v1.6.1
 standard channel; ServiceMonitor from prometheus-operator v0.93.0.
 MD
 rm -rf "$dst" && mv "$dst.tmp" "$dst"
-echo "vendor-schemas: $(ls "$dst" | wc -l) files in ${dst#$root/}"
+echo "vendor-schemas: $(ls "$dst" | wc -l) files in ${dst#"$root"/}"
