@@ -706,8 +706,10 @@ int kvf_config_doc(const kvf_cfg_section *const *secs, size_t n, kvf_buf *out)
 		kvf_buf_puts(out, "| key | type | default | range | description |\n|---|---|---|---|---|\n");
 		for (size_t j = 0; j < sec->nkeys; j++) {
 			const kvf_cfg_key *k = &sec->keys[j];
-			kvf_buf_printf(out, "| `%s` | %s | `%s` | ", k->name, type_names[k->type],
-				       k->def && *k->def ? k->def : "");
+			if (k->def && *k->def)
+				kvf_buf_printf(out, "| `%s` | %s | `%s` | ", k->name, type_names[k->type], k->def);
+			else
+				kvf_buf_printf(out, "| `%s` | %s | (empty) | ", k->name, type_names[k->type]);
 			describe_range(k, out);
 			kvf_buf_printf(out, " | %s |\n", k->help);
 		}

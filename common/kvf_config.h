@@ -64,6 +64,9 @@ typedef struct kvf_cfg_section {
 	size_t nkeys;
 	/* Optional cross-key check after loading; return kvf_errf(...). */
 	int (*validate)(const void *storage);
+	/* sizeof the bound struct, so generic tools (kvf-config) can check a
+	 * whole file without knowing the type. */
+	size_t storage_size;
 } kvf_cfg_section;
 
 /* Declares one key of struct TYPE: KVF_CFG_KEY(struct gw_cfg, port, INT, "8080", 1, 65535, NULL, "help") */
