@@ -219,7 +219,12 @@ struct compiler {
 	const char *tp, *te;
 	int line;
 	int rc;
+	int depth; /* expression / block nesting, bounded */
 };
+
+#define JINJA_MAX_DEPTH 128      /* nesting of expressions, blocks and macro calls */
+#define JINJA_MAX_STEPS 20000000 /* evaluation steps of one render */
+#define JINJA_MAX_OUTPUT (64u << 20)
 
 static int cerr(struct compiler *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int cerr(struct compiler *c, const char *fmt, ...)
@@ -958,9 +963,14 @@ static struct expr *parse_unary(struct compiler *c, bool with_filter)
 {
 	struct expr *e;
 	if (accept_op(c, "-") || (peek_op(c, "+") && accept_op(c, "+"))) {
-		/* Jinja binds unary minus looser than filters: -x|abs == -(x|abs) */
+		/* as in Jinja's parser, filters apply to the negated value: -3|abs == 3 */
 		const char *prev = c->tp - 1;
+		if (++c->depth > JINJA_MAX_DEPTH) {
+			cerr(c, "expression nested too deeply");
+			return NULL;
+		}
 		struct expr *x = parse_unary(c, false);
+		c->depth--;
 		if (!x)
 			return NULL;
 		e = new_expr(c, *prev == '-' ? E_NEG : E_POS);
@@ -1091,7 +1101,12 @@ static struct expr *parse_not(struct compiler *c)
 		struct expr *e = new_expr(c, E_NOT);
 		if (!e)
 			return NULL;
+		if (++c->depth > JINJA_MAX_DEPTH) {
+			cerr(c, "expression nested too deeply");
+			return NULL;
+		}
 		e->a = parse_not(c);
+		c->depth--;
 		return e->a ? e : NULL;
 	}
 	return parse_compare(c);
@@ -1131,7 +1146,15 @@ static struct expr *parse_or(struct compiler *c)
 
 static struct expr *parse_expr(struct compiler *c)
 {
+	if (++c->depth > JINJA_MAX_DEPTH) {
+		cerr(c, "expression nested too deeply");
+		c->depth--;
+		return NULL;
+	}
 	struct expr *e = parse_or(c);
+	c->depth--;
+	if (!e)
+		return NULL;
 	while (e && peek_name(c, "if")) {
 		next_tok(c, false);
 		struct expr *x = new_expr(c, E_COND);
@@ -1219,6 +1242,7 @@ static int end_of_tag(struct compiler *c)
  * the keyword found is returned in *stop (its tag's tokens positioned after
  * the keyword). */
 static int parse_block(struct compiler *c, struct nodelist *out, const char *const *stops, const char **stop);
+static int parse_block_inner(struct compiler *c, struct nodelist *out, const char *const *stops, const char **stop);
 
 static int parse_stmt(struct compiler *c, struct nodelist *out, const char *kw)
 {
@@ -1406,6 +1430,16 @@ static int parse_stmt(struct compiler *c, struct nodelist *out, const char *kw)
 
 static int parse_block(struct compiler *c, struct nodelist *out, const char *const *stops, const char **stop)
 {
+	if (stops && c->depth > JINJA_MAX_DEPTH)
+		return cerr(c, "blocks nested too deeply");
+	c->depth++;
+	int rc = parse_block_inner(c, out, stops, stop);
+	c->depth--;
+	return rc;
+}
+
+static int parse_block_inner(struct compiler *c, struct nodelist *out, const char *const *stops, const char **stop)
+{
 	while (c->si < c->nsegs && !c->rc) {
 		struct seg *s = &c->segs[c->si++];
 		c->line = s->line;
@@ -1446,8 +1480,12 @@ static int parse_block(struct compiler *c, struct nodelist *out, const char *con
 	}
 	if (c->rc)
 		return c->rc;
-	if (stops)
-		return cerr(c, "missing {%% %s %%}", stops[0]);
+	if (stops) {
+		size_t k = 0;
+		while (stops[k + 1])
+			k++;
+		return cerr(c, "missing {%% %s %%}", stops[k]);
+	}
 	return 0;
 }
 
@@ -1512,6 +1550,8 @@ struct render {
 	int line;
 	int loop_ctl; /* 1 break, 2 continue */
 	struct frame *globals;
+	long steps;
+	int depth;
 };
 
 static int rerr(struct render *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -1531,6 +1571,8 @@ static int emit(struct render *r, const char *s, size_t n)
 {
 	if (r->rc)
 		return r->rc;
+	if (r->len + n > JINJA_MAX_OUTPUT)
+		return rerr(r, KVF_E_TOOBIG, "output over %u MiB", JINJA_MAX_OUTPUT >> 20);
 	if (tok_append(&r->out, &r->len, &r->cap, s, n) != 0)
 		return rerr(r, KVF_E_NOMEM, "out of memory");
 	return 0;
@@ -2793,6 +2835,7 @@ static bool run_test(struct render *r, const char *name, jv v, const struct args
 }
 
 static jv apply_filter(struct render *r, struct frame *f, const char *name, jv v, const struct args *a);
+static jv call_macro_inner(struct render *r, const struct node *m, const struct args *a);
 
 static jv attr_or_item(struct render *r, jv item, jv attr)
 {
@@ -3112,6 +3155,18 @@ static jv apply_filter(struct render *r, struct frame *f, const char *name, jv v
 
 static jv call_macro(struct render *r, const struct node *m, const struct args *a)
 {
+	if (r->depth >= JINJA_MAX_DEPTH) {
+		rerr(r, KVF_E_TOOBIG, "macro calls nested too deeply");
+		return UNDEF;
+	}
+	r->depth++;
+	jv res = call_macro_inner(r, m, a);
+	r->depth--;
+	return res;
+}
+
+static jv call_macro_inner(struct render *r, const struct node *m, const struct args *a)
+{
 	struct frame fr = { .parent = r->globals };
 	for (size_t i = 0; i < m->nvars; i++) {
 		jv v = arg_get(a, i, m->vars[i], UNDEF);
@@ -3207,6 +3262,10 @@ static jv eval(struct render *r, struct frame *f, const struct expr *e)
 {
 	if (r->rc)
 		return UNDEF;
+	if (++r->steps > JINJA_MAX_STEPS) {
+		rerr(r, KVF_E_TOOBIG, "template ran more than %d steps", JINJA_MAX_STEPS);
+		return UNDEF;
+	}
 	r->line = e->line;
 	switch (e->kind) {
 	case E_LIT:
@@ -3498,6 +3557,8 @@ static int exec_body(struct render *r, struct frame *f, struct node **body, size
 {
 	for (size_t i = 0; i < nb && !r->rc && !r->loop_ctl; i++) {
 		const struct node *n = body[i];
+		if (++r->steps > JINJA_MAX_STEPS)
+			return rerr(r, KVF_E_TOOBIG, "template ran more than %d steps", JINJA_MAX_STEPS);
 		r->line = n->line;
 		switch (n->kind) {
 		case N_TEXT:

@@ -117,7 +117,10 @@ size_t kvf_tokenizer_eos_ids(const kvf_tokenizer *tok, uint32_t *ids, size_t cap
  * add. Text that ends inside a UTF-8 sequence (byte-fallback tokens, a
  * byte-level token holding half of an emoji) is held until it completes; the
  * concatenation of every chunk plus the final flush equals
- * kvf_tokenizer_decode() of all ids. The tokenizer must outlive it. */
+ * kvf_tokenizer_decode() of all ids whenever that decode is valid text (when
+ * the ids hold invalid UTF-8 the stream keeps what it already returned and
+ * continues with U+FFFD, see docs/tokenizer.md). The tokenizer must outlive
+ * it. */
 int kvf_detok_create(const kvf_tokenizer *tok, unsigned flags, kvf_detok **out);
 
 /* Feeds one id. *text and *len: the new text (possibly empty), valid until the

@@ -235,7 +235,8 @@ static void cache_insert(struct tok_ctx *ctx, uint32_t h, size_t slot, const cha
 	}
 	struct tok_cache_slot *c = &ctx->cache[slot];
 	memcpy(ctx->ckeys + ctx->ckeys_len, s, len);
-	memcpy(ctx->cids + ctx->cids_len, ctx->wids, ctx->wids_n * sizeof(uint32_t));
+	if (ctx->wids_n)
+		memcpy(ctx->cids + ctx->cids_len, ctx->wids, ctx->wids_n * sizeof(uint32_t));
 	c->hash = h;
 	c->key_off = (uint32_t)ctx->ckeys_len;
 	c->key_len = (uint32_t)len;
@@ -273,7 +274,8 @@ int tok_bpe_word(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char *s, s
 				if (tok_raw_grow((void **)&ctx->wids, &ctx->wids_cap, c->n_ids,
 						 sizeof(uint32_t)) != 0)
 					return KVF_E_NOMEM;
-				memcpy(ctx->wids, ctx->cids + c->ids_off, c->n_ids * sizeof(uint32_t));
+				if (c->n_ids)
+					memcpy(ctx->wids, ctx->cids + c->ids_off, c->n_ids * sizeof(uint32_t));
 				ctx->wids_n = c->n_ids;
 				return 0;
 			}

@@ -58,7 +58,9 @@ static void tl_reset(struct tlist *l)
 /* Starts a new item; then tl_cat() appends to it. */
 static int tl_new(struct tlist *l)
 {
-	if (kvf_grow((void **)&l->it, &l->icap, l->n + 1, sizeof(*l->it)) != 0)
+	/* buf is never NULL once an item exists, even an empty one */
+	if (kvf_grow((void **)&l->it, &l->icap, l->n + 1, sizeof(*l->it)) != 0 ||
+	    kvf_grow((void **)&l->buf, &l->cap, l->len + 1, 1) != 0)
 		return KVF_E_NOMEM;
 	l->it[l->n++] = (struct tl_item){ l->len, 0 };
 	return 0;
@@ -389,6 +391,31 @@ static int set_chunk(kvf_detok *d, const char *s, size_t n, const char **text, s
 	return 0;
 }
 
+/*
+ * How much of the window's text s was already returned (the prefix). It is
+ * the prefix itself, except when later bytes changed how earlier ones decode:
+ * HF's ByteFallback turns a whole run of <0xXX> tokens into U+FFFDs when the
+ * run as a whole is not valid UTF-8, so "é" returned from <0xC3><0xA9> can
+ * become "���" once an <0xF0> follows. Text already returned cannot be taken
+ * back; we skip as many characters as the prefix had and go on (HF's
+ * DecodeStream fails there instead). Only invalid UTF-8 byte runs get here.
+ */
+static size_t emitted_part(const char *s, size_t sl, const char *prefix, size_t pl)
+{
+	if (pl == 0 || (sl >= pl && memcmp(s, prefix, pl) == 0))
+		return pl;
+	size_t chars = 0, i = 0;
+	for (size_t k = 0; k < pl; k++)
+		chars += ((unsigned char)prefix[k] & 0xC0) != 0x80;
+	while (i < sl && chars) {
+		i++;
+		while (i < sl && ((unsigned char)s[i] & 0xC0) == 0x80)
+			i++;
+		chars--;
+	}
+	return i;
+}
+
 int kvf_detok_step(kvf_detok *d, uint32_t id, const char **text, size_t *len)
 {
 	if (!d || !text || !len)
@@ -406,11 +433,8 @@ int kvf_detok_step(kvf_detok *d, uint32_t id, const char **text, size_t *len)
 	bool unfinished = sl >= 3 && !memcmp(s + sl - 3, "\xEF\xBF\xBD", 3);
 	if (sl <= d->prefix_len || unfinished)
 		return 0;
-	if (memcmp(s, d->prefix, d->prefix_len) != 0) {
-		/* cannot happen with the decoders we load; say so rather than guess */
-		return kvf_errf(KVF_E_STATE, "tokenizer: streaming decode lost its prefix at id %u", id);
-	}
-	if ((rc = set_chunk(d, s + d->prefix_len, sl - d->prefix_len, text, len)))
+	size_t skip = emitted_part(s, sl, d->prefix, d->prefix_len);
+	if ((rc = set_chunk(d, s + skip, sl - skip, text, len)))
 		return rc;
 	size_t new_prefix_index = d->n - d->prefix_index;
 	memmove(d->ids, d->ids + d->prefix_index, (d->n - d->prefix_index) * sizeof(uint32_t));
@@ -437,8 +461,9 @@ int kvf_detok_flush(kvf_detok *d, const char **text, size_t *len)
 		char *s;
 		size_t sl;
 		rc = decode_impl(d->tok, d->ids, d->n, d->flags, &d->sc, &s, &sl);
-		if (!rc && sl > d->prefix_len && !memcmp(s, d->prefix, d->prefix_len))
-			rc = set_chunk(d, s + d->prefix_len, sl - d->prefix_len, text, len);
+		size_t skip = rc ? 0 : emitted_part(s, sl, d->prefix, d->prefix_len);
+		if (!rc && sl > skip)
+			rc = set_chunk(d, s + skip, sl - skip, text, len);
 	}
 	d->n = 0;
 	d->prefix_index = 0;

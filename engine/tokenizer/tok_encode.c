@@ -697,6 +697,8 @@ static int pretok_piece(const kvf_tokenizer *tok, struct tok_ctx *ctx, const str
 
 static int seq_add(struct tok_ctx *ctx, const uint32_t *ids, size_t n)
 {
+	if (n == 0)
+		return 0;
 	if (tok_raw_grow((void **)&ctx->seq, &ctx->seq_cap, ctx->seq_n + n, sizeof(uint32_t)) != 0)
 		return kvf_errf(KVF_E_NOMEM, "tokenizer: out of memory");
 	memcpy(ctx->seq + ctx->seq_n, ids, n * sizeof(uint32_t));
@@ -706,6 +708,8 @@ static int seq_add(struct tok_ctx *ctx, const uint32_t *ids, size_t n)
 
 static int out_add(kvf_tok_ids *out, size_t *n, const uint32_t *ids, size_t k)
 {
+	if (k == 0)
+		return 0;
 	if (tok_raw_grow((void **)&out->ids, &out->cap, *n + k, sizeof(uint32_t)) != 0)
 		return kvf_errf(KVF_E_NOMEM, "tokenizer: out of memory");
 	memcpy(out->ids + *n, ids, k * sizeof(uint32_t));

@@ -12,7 +12,8 @@
  * --skip-special (decode drops special tokens), --stream (decode through the
  * streaming detokenizer, one id at a time), --template FILE (chat template
  * to use instead of the model's), --bench FILE [--repeat N] (encode FILE's
- * text N times and print {"bytes":..,"seconds":..,"mb_per_s":..}).
+ * text N times and print {"bytes":..,"seconds":..,"mb_per_s":..}),
+ * --bench-scan FILE (the byte-scan baseline of the benchmark).
  * PATH is a tokenizer.json file or a model directory.
  * Exit status 0; 1 on the first bad line (message on stderr), 2 on usage.
  */
@@ -182,6 +183,39 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The byte-scan baseline of bench/tokenizer_bench.sh: the same line split
+ * plus one pass over every byte (counting UTF-8 characters), repeated until
+ * 0.2 s have passed. */
+static int bench_scan(const char *file)
+{
+	size_t len;
+	char *text = slurp(file, &len);
+	if (!text) {
+		fprintf(stderr, "kvf-tokenize: %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	volatile size_t sink = 0;
+	long reps = 0;
+	double t0 = now_s(), dt;
+	do {
+		size_t pos = 0, chars = 0;
+		while (pos < len) {
+			const char *nl = memchr(text + pos, '\n', len - pos);
+			size_t e = nl ? (size_t)(nl - text) + 1 : len;
+			for (size_t i = pos; i < e; i++)
+				chars += ((unsigned char)text[i] & 0xC0) != 0x80;
+			pos = e;
+		}
+		sink += chars;
+		reps++;
+		dt = now_s() - t0;
+	} while (dt < 0.2);
+	printf("{\"bytes\": %zu, \"seconds\": %.6f, \"mb_per_s\": %.3f}\n", len, dt / (double)reps,
+	       (double)len * (double)reps / dt / 1e6);
+	free(text);
+	return 0;
+}
+
 static int bench(kvf_tokenizer *tok, const char *file, long repeat, unsigned flags)
 {
 	size_t len;
@@ -229,6 +263,7 @@ int main(int argc, char **argv)
 		{ "split-special", no_argument, NULL, 'S' },   { "skip-special", no_argument, NULL, 'K' },
 		{ "stream", no_argument, NULL, 'x' },          { "template", required_argument, NULL, 'T' },
 		{ "bench", required_argument, NULL, 'b' },     { "repeat", required_argument, NULL, 'r' },
+		{ "bench-scan", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },            { NULL, 0, NULL, 0 }
 	};
 	const char *path = NULL, *template = NULL, *bench_file = NULL;
@@ -249,6 +284,7 @@ int main(int argc, char **argv)
 		case 'T': template = optarg; break;
 		case 'b': mode = M_BENCH; bench_file = optarg; break;
 		case 'r': repeat = strtol(optarg, NULL, 10); break;
+		case 'B': return bench_scan(optarg);
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
