@@ -2698,7 +2698,8 @@ static jv arith(struct render *r, int op, jv a, jv b)
 		return UNDEF;
 	}
 	bool fl = a.t == JV_FLOAT || b.t == JV_FLOAT;
-	int64_t ai = a.t == JV_INT ? a.i : a.b, bi = b.t == JV_INT ? b.i : b.b;
+	int64_t ai = a.t == JV_INT ? a.i : a.t == JV_BOOL ? a.b : 0;
+	int64_t bi = b.t == JV_INT ? b.i : b.t == JV_BOOL ? b.b : 0;
 	double af = a.t == JV_FLOAT ? a.f : (double)ai, bf = b.t == JV_FLOAT ? b.f : (double)bi;
 	switch (op) {
 	case B_ADD: return fl ? jfloat_v(af + bf) : jint_v((int64_t)((uint64_t)ai + (uint64_t)bi));

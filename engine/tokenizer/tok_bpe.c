@@ -174,7 +174,8 @@ static int merge_word(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char 
 		for (size_t k = 0; k + 1 < n; k++) {
 			const tok_pair_slot *m = tok_pairmap_get(&tok->merges, sy[k].id, sy[k + 1].id);
 			if (m)
-				heap_push(ctx->heap, &hn, (struct tok_heap_ent){ m->rank, (uint32_t)k, m->id });
+				heap_push(ctx->heap, &hn,
+					  (struct tok_heap_ent){ m->rank, (uint32_t)k, m->id, sy[k].id, sy[k + 1].id });
 		}
 		while (hn) {
 			struct tok_heap_ent top = heap_pop(ctx->heap, &hn);
@@ -182,9 +183,13 @@ static int merge_word(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char 
 			if (cur->len == 0 || cur->next == -1)
 				continue;
 			struct tok_sym right = sy[cur->next];
-			const tok_pair_slot *m = tok_pairmap_get(&tok->merges, cur->id, right.id);
-			if (!m || m->id != top.id)
-				continue;
+			if (cur->id != top.left || right.id != top.right) {
+				/* the pair changed: HF still merges when the new pair has the same
+				 * merged id (word.rs), so look it up rather than skip */
+				const tok_pair_slot *m = tok_pairmap_get(&tok->merges, cur->id, right.id);
+				if (!m || m->id != top.id)
+					continue;
+			}
 			int32_t next_pos = cur->next;
 			cur->id = top.id;
 			cur->len += right.len;
@@ -199,12 +204,14 @@ static int merge_word(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char 
 				const tok_pair_slot *pm = tok_pairmap_get(&tok->merges, sy[cur->prev].id, cur->id);
 				if (pm)
 					heap_push(ctx->heap, &hn,
-						  (struct tok_heap_ent){ pm->rank, (uint32_t)cur->prev, pm->id });
+						  (struct tok_heap_ent){ pm->rank, (uint32_t)cur->prev, pm->id,
+									 sy[cur->prev].id, cur->id });
 			}
 			if (cur->next >= 0 && (size_t)cur->next < n) {
 				const tok_pair_slot *nm = tok_pairmap_get(&tok->merges, cur->id, sy[cur->next].id);
 				if (nm)
-					heap_push(ctx->heap, &hn, (struct tok_heap_ent){ nm->rank, top.pos, nm->id });
+					heap_push(ctx->heap, &hn, (struct tok_heap_ent){ nm->rank, top.pos, nm->id, cur->id,
+											 sy[cur->next].id });
 			}
 		}
 	}

@@ -74,6 +74,17 @@ typedef struct tok_pair_slot {
 	uint32_t rank;
 	uint32_t id;
 } tok_pair_slot;
+/* murmur3's finalizer: every key bit reaches every index bit */
+static inline uint64_t tok_pair_hash(uint64_t k)
+{
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdull;
+	k ^= k >> 33;
+	k *= 0xc4ceb9fe1a85ec53ull;
+	k ^= k >> 33;
+	return k;
+}
+
 typedef struct tok_pairmap {
 	tok_pair_slot *slots;
 	size_t mask;
@@ -87,8 +98,7 @@ void tok_pairmap_put(tok_pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint
 static inline const tok_pair_slot *tok_pairmap_get(const tok_pairmap *m, uint32_t a, uint32_t b)
 {
 	uint64_t key = ((uint64_t)a << 32) | b;
-	uint64_t h = key * 0x9E3779B97F4A7C15ull;
-	size_t i = (size_t)(h >> 20) & m->mask;
+	size_t i = (size_t)tok_pair_hash(key) & m->mask;
 	for (;;) {
 		const tok_pair_slot *s = &m->slots[i];
 		if (s->key == key)
@@ -300,6 +310,7 @@ struct tok_sym {
 
 struct tok_heap_ent {
 	uint32_t rank, pos, id;
+	uint32_t left, right; /* the pair when pushed: still there => still valid */
 };
 
 struct tok_match {

@@ -136,8 +136,7 @@ void tok_pairmap_put(tok_pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint
 {
 	/* sized for every merge at init: never more than half full */
 	uint64_t key = ((uint64_t)a << 32) | b;
-	uint64_t h = key * 0x9E3779B97F4A7C15ull;
-	size_t i = (size_t)(h >> 20) & m->mask;
+	size_t i = (size_t)tok_pair_hash(key) & m->mask;
 	while (m->slots[i].key != UINT64_MAX && m->slots[i].key != key)
 		i = (i + 1) & m->mask;
 	if (m->slots[i].key == UINT64_MAX)
