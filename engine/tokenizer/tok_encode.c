@@ -298,13 +298,36 @@ static int split_added(const kvf_tokenizer *tok, struct tok_ctx *ctx, const stru
 
 /* ---- normalizers ---------------------------------------------------------- */
 
+/*
+ * True when NFC cannot change s, so utf8proc can be skipped: every character
+ * is below U+0300, or is a starter (combining class 0) without a canonical
+ * decomposition that takes part in no composition and is no Hangul jamo.
+ * Conservative: anything else goes through utf8proc. This keeps NFC off the
+ * path for most CJK, Cyrillic, Greek, Arabic, emoji... text.
+ */
 static bool nfc_stable(const char *s, size_t n)
 {
-	/* below U+0300 nothing composes or reorders */
-	for (size_t i = 0; i < n; i++) {
+	size_t i = 0;
+	while (i < n) {
 		unsigned char c = (unsigned char)s[i];
-		if (c >= 0xCC) /* lead bytes of U+0300 and above */
+		if (c < 0xCC) { /* below U+0300 (continuation bytes skip here too) */
+			i++;
+			continue;
+		}
+		uint32_t cp;
+		size_t l = tok_utf8_dec((const unsigned char *)s + i, n - i, &cp);
+		if (!l)
 			return false;
+		if (cp >= 0x300) {
+			if ((cp >= 0x1100 && cp <= 0x11FF) || (cp >= 0xA960 && cp <= 0xA97F) ||
+			    (cp >= 0xD7B0 && cp <= 0xD7FF))
+				return false;
+			const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)cp);
+			if (p->combining_class != 0 || p->comp_exclusion || p->decomp_seqindex != UINT16_MAX ||
+			    p->comb_index != UINT16_MAX)
+				return false;
+		}
+		i += l;
 	}
 	return true;
 }

@@ -219,6 +219,17 @@ static void test_normalizers(void **state)
 	assert_string_equal(enc(t, "\xC3\xA9", 0), "[0]");
 	kvf_tokenizer_destroy(t);
 
+	/* NFC's quick check must not skip text that composes: Hangul jamo, a mark after CJK */
+	const char *h = "{\"normalizer\":{\"type\":\"NFC\"},\"model\":{\"type\":\"BPE\",\"vocab\":{"
+			"\"\xEA\xB0\x80\":0,\"\xEA\xB0\x81\":1,\"\xE4\xB8\xAD\":2,\"\xC3\xA9\":3,\"e\":4,\"\xCC\x81\":5},"
+			"\"merges\":[]}}";
+	t = load(h);
+	assert_string_equal(enc(t, "\xE1\x84\x80\xE1\x85\xA1", 0), "[0]");           /* U+1100 U+1161 -> U+AC00 */
+	assert_string_equal(enc(t, "\xEA\xB0\x80\xE1\x86\xA8", 0), "[1]");           /* U+AC00 U+11A8 -> U+AC01 */
+	assert_string_equal(enc(t, "\xE4\xB8\xAD" "e\xCC\x81\xE4\xB8\xAD", 0), "[2,3,2]"); /* 中é中 */
+	assert_string_equal(enc(t, "\xE4\xB8\xAD\xCC\x81", 0), "[2,5]");               /* nothing to compose */
+	kvf_tokenizer_destroy(t);
+
 	/* Replace with a regex, Strip */
 	const char *r = "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Strip\",\"strip_left\":true,"
 			"\"strip_right\":true},{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"b+\"},\"content\":\"a\"}]},"
