@@ -2160,11 +2160,6 @@ static jv arg_get(const struct args *a, size_t i, const char *kw, jv dflt)
 	return dflt;
 }
 
-static bool is_str_ws(char ch)
-{
-	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
-}
-
 /* Python str.strip family: chars NULL strips whitespace (ASCII + Unicode spaces). */
 static jv strip_str(jv s, jv chars, bool left, bool right)
 {
@@ -2217,7 +2212,6 @@ static jv strip_str(jv s, jv chars, bool left, bool right)
 			break;
 		b = k;
 	}
-	(void)is_str_ws;
 	return jstr_v(p + a, b - a);
 }
 
@@ -3639,6 +3633,12 @@ int tok_chat_render_vars(const kvf_chat_template *tpl, const json_t *vars, const
 	struct render r = { 0 };
 	struct frame globals = { 0 };
 	r.globals = &globals;
+	if (n_extra) {
+		/* what transformers' apply_chat_template always passes */
+		frame_set(&r, &globals, "tools", NONE);
+		frame_set(&r, &globals, "documents", NONE);
+		frame_set(&r, &globals, "add_generation_prompt", jbool_v(false));
+	}
 	for (size_t i = 0; i < n_extra; i++)
 		if (extra_vals[i])
 			frame_set(&r, &globals, extra_names[i], cstr(&r, extra_vals[i]));

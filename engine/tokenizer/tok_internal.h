@@ -399,7 +399,9 @@ int tok_normalize_string(const kvf_tokenizer *tok, const char *s, size_t len, ch
 /* tok_bpe.c: BPE of one pre-token; appends ids to ctx->wids. */
 int tok_bpe_word(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char *s, size_t len);
 
-/* jinja.c: variables from a JSON object; extra string variables. */
+/* jinja.c: variables from a JSON object; extra string variables. With
+ * extras (the tokenizer-level render) tools/documents default to None and
+ * add_generation_prompt to False, as transformers passes them. */
 int tok_chat_render_vars(const kvf_chat_template *tpl, const struct json_t *vars,
 			 const char *const *extra_names, const char *const *extra_vals,
 			 size_t n_extra, char **out, size_t *out_len);

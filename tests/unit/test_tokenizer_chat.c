@@ -252,10 +252,16 @@ static void test_tokenizer_render(void **state)
 	assert_string_equal(out, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
 	kvf_free(out);
 	/* bos_token comes from tokenizer_config.json */
-	const char *tpl = "{{ bos_token }}|{{ eos_token }}|{{ messages | length }}";
+	const char *tpl = "{{ bos_token }}|{{ eos_token }}|{{ messages | length }}|{{ tools is none }}|"
+			  "{{ add_generation_prompt }}";
 	assert_int_equal(kvf_tokenizer_set_chat_template(tok, tpl, strlen(tpl)), 0);
 	assert_int_equal(kvf_tokenizer_chat_render(tok, req, strlen(req), &out, &len), 0);
-	assert_string_equal(out, "<s>|</s>|2");
+	assert_string_equal(out, "<s>|</s>|2|True|True");
+	kvf_free(out);
+	/* defaults when the request leaves them out, as transformers passes them */
+	const char *req2 = "{\"messages\":[]}";
+	assert_int_equal(kvf_tokenizer_chat_render(tok, req2, strlen(req2), &out, &len), 0);
+	assert_string_equal(out, "<s>|</s>|0|True|False");
 	kvf_free(out);
 	assert_int_equal(kvf_tokenizer_chat_render(tok, "{\"nomessages\":1}", 16, &out, &len), KVF_E_INVAL);
 	assert_int_equal(kvf_tokenizer_chat_render(tok, "{bad json", 9, &out, &len), KVF_E_PARSE);
