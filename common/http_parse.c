@@ -784,17 +784,24 @@ int kvf_http_parse(kvf_http_parser *p, const void *data, size_t len, size_t *con
 			pos += n;
 			break;
 		}
-		case ST_UNTIL_CLOSE:
+		case ST_UNTIL_CLOSE: {
+			/* Delivers up to the limit, then fails on the next byte, so
+			 * the outcome does not depend on how input is fragmented. */
 			if (pos == len)
 				goto out;
-			if (len - pos > p->lim_.max_body_bytes - p->body_seen_) {
+			uint64_t room = p->lim_.max_body_bytes - p->body_seen_;
+			if (room == 0) {
 				rc = fail(p, KVF_E_TOOBIG, 502, "response body too large");
 				break;
 			}
-			p->body_seen_ += len - pos;
-			rc = body_event(ev, in + pos, len - pos);
-			pos = len;
+			size_t n = len - pos;
+			if (n > room)
+				n = (size_t)room;
+			p->body_seen_ += n;
+			rc = body_event(ev, in + pos, n);
+			pos += n;
 			break;
+		}
 		case ST_CHUNK_SIZE:
 			if (pos == len)
 				goto out;
