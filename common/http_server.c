@@ -498,6 +498,8 @@ static void conn_drain_cb(struct conn *c)
 	kvf_http_req *r = q_front(c);
 	if (r && r->state == RS_ACTIVE && !r->closed && r->on_drain)
 		r->on_drain(r, r->drain_ud);
+	else if (r && r->state == RS_READY && kvf_buf_avail(&c->out) <= OUT_HIGH_BYTES)
+		c->again = 1; /* dispatch held back by output, which is gone now */
 }
 
 static void conn_check_close(struct conn *c)
