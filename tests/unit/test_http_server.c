@@ -41,6 +41,7 @@ static struct {
 	int closes;
 	int close_end_rc;
 	int respond_rc, bad_rc;
+	char peer[64];
 	kvf_timer later;
 	kvf_http_req *later_req;
 	/* backpressure producer */
@@ -122,6 +123,8 @@ static void handler(kvf_http_req *req, void *ud)
 		const char *body = kvf_http_req_body(req, &blen);
 		kvf_http_str q = kvf_http_req_query(req), xt = { "", 0 };
 		kvf_http_req_header(req, "x-test", &xt);
+		snprintf(T.peer, sizeof(T.peer), "%s", kvf_http_req_peer(req));
+		assert_ptr_equal(kvf_http_req_server(req), T.srv);
 		kvf_buf_printf(&b, "%s %.*s q=%.*s x=%.*s n=%d body=", kvf_http_method_name(m->method),
 			       (int)path.len, path.p, (int)q.len, q.p, (int)xt.len, xt.p, T.calls);
 		kvf_buf_append(&b, body, blen);
@@ -951,6 +954,21 @@ static void test_destroy_with_active(void **state)
 	assert_true(c.eof);
 	cli_close(&c);
 	kvf_http_server_destroy(NULL);
+
+	/* a listening socket made by the daemon */
+	int lfd;
+	assert_int_equal(kvf_net_listen_tcp("127.0.0.1:0", 16, &lfd), 0);
+	uint16_t lport;
+	assert_int_equal(kvf_net_local_port(lfd, &lport), 0);
+	kvf_http_server_opts fo = { .listen_fd = lfd };
+	srv_start(&fo);
+	assert_int_equal(kvf_http_server_port(T.srv), lport);
+	cli_open(&c);
+	cli_send(&c, GET("/echo"));
+	assert_true(wait_resps(&c, 1, 2000));
+	assert_int_equal(strncmp(T.peer, "127.0.0.1:", 10), 0);
+	cli_close(&c);
+	srv_stop(); /* closes lfd */
 
 	/* bad arguments */
 	kvf_loop *loop;
