@@ -639,7 +639,11 @@ static void conn_advance(struct conn *c)
 			conn_parse(c);
 		if (!c->dead)
 			conn_dispatch(c);
-		if (!c->dead)
+		/* Pipelined answers ready back to back go out in one send(). */
+		kvf_http_req *f = q_front(c);
+		int more = c->again && f && f->state == RS_READY &&
+			   kvf_buf_avail(&c->out) <= OUT_HIGH_BYTES;
+		if (!c->dead && !more)
 			conn_flush(c);
 		if (!c->dead)
 			conn_drain_cb(c);
