@@ -65,8 +65,8 @@ typedef struct kvf_http_server_stats {
 	uint64_t requests;        /* requests handed to the handler */
 	uint64_t responses[6];    /* responses finished, by status class: [2] = 2xx ... */
 	uint64_t continues;       /* 100 Continue sent */
-	uint64_t parse_errors;    /* requests rejected by the parser (sum of the err_* below
-				   * except err_408) */
+	uint64_t parse_errors;    /* requests that could not be read: the err_* below except
+				   * err_408, plus 503s for lack of memory */
 	uint64_t err_400, err_408, err_413, err_414, err_431, err_501, err_505;
 	uint64_t timeouts;        /* connections closed by a header/body/idle/send timeout */
 	uint64_t client_aborts;   /* connections lost with a response unfinished */
