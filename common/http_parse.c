@@ -46,7 +46,7 @@ struct kvf_http_hoff {
 	uint32_t no, nl, vo, vl;
 };
 
-/* first-line slices in start_off_[]: method/version|reason, target */
+/* first-line slices in start_off_[]: A = method, B = target, C = reason */
 enum { SO_A_OFF, SO_A_LEN, SO_B_OFF, SO_B_LEN, SO_C_OFF, SO_C_LEN };
 
 /* ---- character classes ---- */
