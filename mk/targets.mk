@@ -7,7 +7,7 @@ all: $(ALL_LIBS) $(ALL_BINS)
 TEST_MANIFEST := $(BUILD)/tests/manifest
 SUITE_SCRIPTS  = $(sort $(wildcard tests/integration/*.sh tests/e2e/*.sh)) $(TEST_SCRIPTS)
 
-tests-build: all $(UNIT_TESTS) $(FUZZ_REPLAYS)
+tests-build: all $(UNIT_TESTS) $(FUZZ_REPLAYS) $(TEST_PROGRAMS)
 
 # The manifest lists every suite the runner executes, one per line:
 #   unit PATH | replay PATH CORPUS_DIR | script PATH
