@@ -18,7 +18,8 @@ $(TEST_MANIFEST): FORCE
 	   $(foreach s,$(SUITE_SCRIPTS),echo "script $(s)";) true; } > $@.tmp && mv $@.tmp $@
 
 test: tests-build $(TEST_MANIFEST)
-	$(Q)KVF_BUILD=$(abspath $(BUILD)) KVF_ROOT=$(CURDIR) scripts/run-tests.sh $(TEST_MANIFEST)
+	$(Q)KVF_BUILD=$(abspath $(BUILD)) KVF_ROOT=$(CURDIR) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp \
+		scripts/run-tests.sh $(TEST_MANIFEST)
 
 # ASan + UBSan build of everything in its own tree, whole suite.
 asan:
