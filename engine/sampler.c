@@ -240,6 +240,7 @@ uint32_t kvf_sampler_sample(kvf_sampler *s, float *logits, const kvf_sampling *s
 			sorted = true;
 		}
 		if (sp->top_p > 0 && sp->top_p < 1) {
+			bool by_k = sorted;
 			if (!sorted) {
 				/* tokens below theta hold < (1 - top_p) of the mass
 				 * together: none can be in the nucleus */
@@ -249,10 +250,16 @@ uint32_t kvf_sampler_sample(kvf_sampler *s, float *logits, const kvf_sampling *s
 					if (s->probs[s->idx[i]] >= theta)
 						s->idx[m2++] = s->idx[i];
 				n = top_sorted(s->probs, s->idx, m2, m2, s->idx);
+				sorted = true;
 			}
-			double tot = 0;
-			for (int i = 0; i < n; i++)
-				tot += s->probs[s->idx[i]];
+			/* the nucleus is measured against what top-k kept, or
+			 * against every min-p survivor when top-k is off */
+			double tot = zs;
+			if (by_k) {
+				tot = 0;
+				for (int i = 0; i < n; i++)
+					tot += s->probs[s->idx[i]];
+			}
 			double acc = 0;
 			int keep = n;
 			for (int i = 0; i < n; i++) {
