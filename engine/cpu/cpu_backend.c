@@ -25,7 +25,9 @@
 #include "engine/internal.h"
 
 #define TOKEN_CHUNK 64
+#define TILE_MIN_N 32 /* batches from this size widen weight tiles once per chunk */
 #define TILE_BYTES (48 * 1024)
+#define SMALL_OP (256 * 1024) /* multiply-adds below which an op runs on the caller */
 
 typedef struct cpu_backend {
 	kvf_backend base;
@@ -217,20 +219,29 @@ static void mm_rows(cpu_backend *cb, int ith, const kvf_mm *m, int r0, int r1, c
 	if (tr > 64)
 		tr = 64;
 	size_t es = esize(w->dtype);
-	for (int t0 = 0; t0 < n; t0 += TOKEN_CHUNK) {
-		int nt = n - t0 < TOKEN_CHUNK ? n - t0 : TOKEN_CHUNK;
-		for (int r = r0; r < r1; r += tr) {
-			int rows = r1 - r < tr ? r1 - r : tr;
-			const float *wt;
-			if (w->dtype == KVF_DTYPE_F32) {
-				wt = (const float *)w->data + (size_t)r * k;
-			} else {
-				cb->k->to_f32(tile, (const uint8_t *)w->data + (size_t)r * k * es,
-					      w->dtype, (size_t)rows * k);
-				wt = tile;
+	if (n < TILE_MIN_N && w->dtype != KVF_DTYPE_F32) {
+		/* decode: widen in registers, weights stream from memory once */
+		void (*g)(float *, size_t, const float *, size_t, int, const void *, int, int) =
+			w->dtype == KVF_DTYPE_BF16 ? cb->k->gemm_bf16 : cb->k->gemm_f16;
+		g(m->out + r0, (size_t)ldy, x, (size_t)k, n,
+		  (const uint8_t *)w->data + (size_t)r0 * k * es, r1 - r0, k);
+	} else {
+		for (int t0 = 0; t0 < n; t0 += TOKEN_CHUNK) {
+			int nt = n - t0 < TOKEN_CHUNK ? n - t0 : TOKEN_CHUNK;
+			for (int r = r0; r < r1; r += tr) {
+				int rows = r1 - r < tr ? r1 - r : tr;
+				const float *wt;
+				if (w->dtype == KVF_DTYPE_F32) {
+					wt = (const float *)w->data + (size_t)r * k;
+				} else {
+					cb->k->to_f32(tile,
+						      (const uint8_t *)w->data + (size_t)r * k * es,
+						      w->dtype, (size_t)rows * k);
+					wt = tile;
+				}
+				cb->k->gemm(m->out + (size_t)t0 * ldy + r, (size_t)ldy,
+					    x + (size_t)t0 * k, (size_t)k, nt, wt, rows, k);
 			}
-			cb->k->gemm(m->out + (size_t)t0 * ldy + r, (size_t)ldy,
-				    x + (size_t)t0 * k, (size_t)k, nt, wt, rows, k);
 		}
 	}
 	if (m->bias && m->bias->data) {
@@ -261,9 +272,16 @@ static void mm_worker(void *ctx, int ith, int nth)
 static void cpu_matmul(kvf_backend *be, const kvf_mm *mm, int count, const float *x, int n)
 {
 	struct mm_task t = {cpu(be), mm, count, x, n, (int)mm[0].w->cols, 0};
-	for (int i = 0; i < count; i++)
+	size_t macs = 0;
+	for (int i = 0; i < count; i++) {
 		t.units += (int)(mm[i].w->rows + 3) / 4;
-	kvf_tpool_run(cpu(be)->tp, mm_worker, &t);
+		macs += (size_t)mm[i].w->rows * (size_t)t.k * (size_t)n;
+	}
+	/* below ~0.25 M multiply-adds a fork-join costs more than it saves */
+	if (macs < SMALL_OP)
+		mm_worker(&t, 0, 1);
+	else
+		kvf_tpool_run(cpu(be)->tp, mm_worker, &t);
 }
 
 static void cpu_rope(kvf_backend *be, float *x, int n, int heads, int head_dim,
@@ -352,10 +370,7 @@ static void att_item(struct att_task *a, int ith, int t, int g)
 			K->to_f32(tile, kp, l->dtype, (size_t)nb * hd);
 			kt = tile;
 		}
-		for (int h = 0; h < G; h++)
-			for (int j = 0; j < nb; j++)
-				scores[(size_t)h * cb->max_len + b0 + j] =
-					K->dot(q + (size_t)h * hd, kt + (size_t)j * hd, hd) * scale;
+		K->qk(q, kt, G, nb, hd, scale, scores + b0, (size_t)cb->max_len);
 	}
 	for (int h = 0; h < G; h++) {
 		float *sc = scores + (size_t)h * cb->max_len;
@@ -381,10 +396,7 @@ static void att_item(struct att_task *a, int ith, int t, int g)
 			K->to_f32(tile, vp, l->dtype, (size_t)nb * hd);
 			vt = tile;
 		}
-		for (int h = 0; h < G; h++)
-			for (int j = 0; j < nb; j++)
-				K->axpy(out + (size_t)h * hd, scores[(size_t)h * cb->max_len + b0 + j],
-					vt + (size_t)j * hd, hd);
+		K->pv(out, scores + b0, (size_t)cb->max_len, vt, G, nb, hd);
 	}
 }
 
@@ -402,7 +414,14 @@ static void cpu_attention(kvf_backend *be, const kvf_kvpool *p, const kvf_fwd *f
 			  const float *q, float *out, int n_heads)
 {
 	struct att_task a = {cpu(be), p, f, layer, q, out, n_heads};
-	kvf_tpool_run(cpu(be)->tp, att_worker, &a);
+	size_t work = 0;
+	for (int t = 0; t < f->n_tokens; t++)
+		work += (size_t)(f->pos[t] + 1);
+	work *= (size_t)n_heads * (size_t)p->lay.head_dim * 2;
+	if (work < SMALL_OP)
+		att_worker(&a, 0, 1);
+	else
+		kvf_tpool_run(cpu(be)->tp, att_worker, &a);
 }
 
 struct silu_task {

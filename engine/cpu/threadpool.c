@@ -1,23 +1,28 @@
 /*
  * threadpool.c: fork-join compute threads for the CPU backend.
  *
- * A region is published by bumping `gen` (release) after storing fn/ctx;
- * workers observe the new generation (acquire), run their share and
- * decrement `pending`; the caller runs share 0 and waits for pending == 0.
- * Waits spin for a bounded time, then yield (caller) or sleep on the
- * condition variable (workers), since this machine's cores are shared.
+ * A region is published by storing fn/ctx and bumping the 32-bit `gen` word
+ * (release); workers see the new generation (acquire), run their share and
+ * decrement `pending`; the caller runs share 0, then waits for pending == 0.
+ * Both waits spin briefly (ops of one step follow each other within
+ * microseconds) and then sleep on a futex, so threads never burn a core
+ * another process needs: this machine's cores are shared, and a waiter that
+ * spins while the thread it waits for is descheduled only delays it.
  */
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "common/kvf_alloc.h"
 #include "common/kvf_err.h"
 #include "engine/cpu/threadpool.h"
 
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 4000
 
 struct kvf_tpool {
 	int n;
@@ -28,11 +33,11 @@ struct kvf_tpool {
 	} *args;
 	kvf_task_fn fn;
 	void *ctx;
-	_Atomic uint64_t gen;
-	_Atomic int pending;
-	_Atomic int stop;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	_Atomic uint32_t gen;
+	_Atomic uint32_t pending;
+	_Atomic uint32_t stop;
+	_Atomic uint32_t sleepers;      /* workers in futex_wait on gen */
+	_Atomic uint32_t caller_asleep; /* caller in futex_wait on pending */
 };
 
 static inline void cpu_relax(void)
@@ -44,30 +49,43 @@ static inline void cpu_relax(void)
 #endif
 }
 
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
+{
+	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *addr, int n)
+{
+	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
 static void *worker(void *arg)
 {
 	struct worker_arg *wa = arg;
 	struct kvf_tpool *p = wa->p;
-	uint64_t seen = 0;
+	uint32_t seen = 0;
 	for (;;) {
-		uint64_t g;
+		uint32_t g;
 		int spins = 0;
 		while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
-		       !atomic_load_explicit(&p->stop, memory_order_acquire) && spins < SPIN_ITERS) {
-			cpu_relax();
-			spins++;
-		}
-		if (g == seen && !atomic_load(&p->stop)) {
-			pthread_mutex_lock(&p->mu);
-			while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->stop))
-				pthread_cond_wait(&p->cv, &p->mu);
-			pthread_mutex_unlock(&p->mu);
+		       !atomic_load_explicit(&p->stop, memory_order_relaxed)) {
+			if (++spins < SPIN_ITERS) {
+				cpu_relax();
+				continue;
+			}
+			atomic_fetch_add(&p->sleepers, 1);
+			/* re-check after announcing ourselves: no lost wake-up */
+			if (atomic_load(&p->gen) == seen && !atomic_load(&p->stop))
+				futex_wait(&p->gen, seen);
+			atomic_fetch_sub(&p->sleepers, 1);
 		}
 		if (atomic_load(&p->stop))
 			break;
 		seen = g;
 		p->fn(p->ctx, wa->ith, p->n);
-		atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+		if (atomic_fetch_sub(&p->pending, 1) == 1 &&
+		    atomic_load(&p->caller_asleep))
+			futex_wake(&p->pending, 1);
 	}
 	return NULL;
 }
@@ -80,8 +98,6 @@ int kvf_tpool_create(int n_threads, kvf_tpool **out)
 	if (!p)
 		return KVF_E_NOMEM;
 	p->n = n_threads;
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->cv, NULL);
 	p->threads = kvf_calloc((size_t)n_threads, sizeof *p->threads);
 	p->args = kvf_calloc((size_t)n_threads, sizeof *p->args);
 	if (!p->threads || !p->args) {
@@ -107,14 +123,11 @@ void kvf_tpool_destroy(kvf_tpool *p)
 {
 	if (!p)
 		return;
-	pthread_mutex_lock(&p->mu);
 	atomic_store(&p->stop, 1);
-	pthread_cond_broadcast(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	atomic_fetch_add(&p->gen, 1);
+	futex_wake(&p->gen, INT_MAX);
 	for (int i = 1; i < p->n; i++)
 		pthread_join(p->threads[i], NULL);
-	pthread_mutex_destroy(&p->mu);
-	pthread_cond_destroy(&p->cv);
 	kvf_free(p->threads);
 	kvf_free(p->args);
 	kvf_free(p);
@@ -133,17 +146,21 @@ void kvf_tpool_run(kvf_tpool *p, kvf_task_fn fn, void *ctx)
 	}
 	p->fn = fn;
 	p->ctx = ctx;
-	atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-	pthread_mutex_lock(&p->mu);
-	atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-	pthread_cond_broadcast(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_relaxed);
+	atomic_fetch_add(&p->gen, 1); /* seq_cst: ordered before the sleepers load */
+	if (atomic_load(&p->sleepers))
+		futex_wake(&p->gen, INT_MAX);
 	fn(ctx, 0, p->n);
 	int spins = 0;
-	while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
-		if (++spins < SPIN_ITERS)
+	uint32_t left;
+	while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) > 0) {
+		if (++spins < SPIN_ITERS) {
 			cpu_relax();
-		else
-			sched_yield();
+			continue;
+		}
+		atomic_store(&p->caller_asleep, 1);
+		if ((left = atomic_load(&p->pending)) > 0)
+			futex_wait(&p->pending, left);
+		atomic_store(&p->caller_asleep, 0);
 	}
 }
