@@ -279,6 +279,13 @@ int kvf_engine_kv_acquire(kvf_engine *e, const kvf_blockkey *keys, int n, int32_
 	return i;
 }
 
+void kvf_engine_kv_foreach_cached(const kvf_engine *e, kvf_block_event_fn fn, void *user)
+{
+	for (int32_t b = 0; b < e->pool.n_blocks; b++)
+		if (e->pool.meta[b].cached)
+			fn(user, e->pool.meta[b].key, b);
+}
+
 int32_t kvf_engine_kv_lookup(const kvf_engine *e, kvf_blockkey key)
 {
 	return kvf_kvpool_find(&e->pool, key);

@@ -229,6 +229,11 @@ int kvf_engine_kv_alloc(kvf_engine *e, int n, int32_t *blocks);
  */
 int kvf_engine_kv_commit(kvf_engine *e, int32_t block, kvf_blockkey key);
 
+/* Calls fn for every block in the prefix cache (referenced or idle), in
+ * block order: a worker re-announces its blocks this way after its
+ * directory connection comes back. fn must not call into the engine. */
+void kvf_engine_kv_foreach_cached(const kvf_engine *e, kvf_block_event_fn fn, void *user);
+
 /* ------------------------------------------------------------------------ */
 /* Sequences and the batched forward pass                                   */
 /* ------------------------------------------------------------------------ */

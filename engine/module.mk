@@ -21,3 +21,6 @@ $(eval $(call kvf_unit_test,test_engine,tests/unit/test_engine.c,engine common,-
 $(eval $(call kvf_unit_test,test_kvcache,tests/unit/test_kvcache.c,engine common,-ljansson))
 $(eval $(call kvf_unit_test,test_sampler,tests/unit/test_sampler.c,engine common,-ljansson))
 $(eval $(call kvf_unit_test,test_sched,tests/unit/test_sched.c,engine common,-ljansson))
+
+# make bench-engine: prefill/decode tokens/s of a ~100M model vs memcpy GB/s.
+$(eval $(call kvf_bench,engine,bench/engine_bench.sh,$(BINDIR)/kvf-run $(BINDIR)/kvf-mkmodel))

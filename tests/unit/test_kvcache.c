@@ -164,6 +164,33 @@ static void test_commit_lookup_evict(void **state)
 
 /* Many keys in and out of the key table (backward-shift deletion) against
  * a plain array model. */
+static void count_cached(void *u, kvf_blockkey k, int32_t b)
+{
+	int *n = u;
+	if (k.hi == (3 ^ 0xdeadbeefull) || k.hi == (1 ^ 0xdeadbeefull))
+		n[1]++;
+	n[0]++;
+}
+
+/* Re-announce: every cached block, referenced or idle, is listed once. */
+static void test_foreach_cached(void **state)
+{
+	kvf_engine *e = sim_engine(8);
+	int32_t b[4];
+	assert_int_equal(kvf_engine_kv_alloc(e, 4, b), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(kvf_engine_kv_commit(e, b[i], K((uint64_t)i)), 0);
+	kvf_engine_kv_release(e, b[1]);
+	kvf_engine_kv_release(e, b[3]);
+	int n[2] = {0, 0};
+	kvf_engine_kv_foreach_cached(e, count_cached, n);
+	assert_int_equal(n[0], 4);
+	assert_int_equal(n[1], 2);
+	kvf_engine_kv_release(e, b[0]);
+	kvf_engine_kv_release(e, b[2]);
+	kvf_engine_destroy(e);
+}
+
 static void test_key_table_churn(void **state)
 {
 	enum { N = 512 };
@@ -295,6 +322,7 @@ int main(void)
 		cmocka_unit_test(test_alloc_release),
 		cmocka_unit_test(test_pool_layout),
 		cmocka_unit_test(test_commit_lookup_evict),
+		cmocka_unit_test(test_foreach_cached),
 		cmocka_unit_test(test_key_table_churn),
 		cmocka_unit_test(test_copy_on_write),
 		cmocka_unit_test(test_attach_rules),
