@@ -41,57 +41,36 @@ static int dtype_from_st(const char *s, kvf_dtype *dt, size_t *esize)
 	return 0;
 }
 
-int kvf_st_open(const char *path, kvf_st_file *f)
+int kvf_st_parse(const void *buf, size_t len, const char *path, kvf_st_file *f)
 {
 	memset(f, 0, sizeof *f);
 	int rc = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return kvf_errf(kvf_err_from_errno(errno), "%s: %s", path, strerror(errno));
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		rc = kvf_errf(KVF_E_IO, "%s: %s", path, strerror(errno));
-		goto err_close;
-	}
-	if (st.st_size < 8) {
-		rc = kvf_errf(KVF_E_MODEL, "%s: too short for a safetensors file", path);
-		goto err_close;
-	}
-	f->len = (size_t)st.st_size;
-	f->base = mmap(NULL, f->len, PROT_READ, MAP_PRIVATE, fd, 0);
-	if (f->base == MAP_FAILED) {
-		f->base = NULL;
-		rc = kvf_errf(KVF_E_IO, "%s: mmap: %s", path, strerror(errno));
-		goto err_close;
-	}
-	close(fd);
-	fd = -1;
-
+	if (len < 8)
+		return kvf_errf(KVF_E_MODEL, "%s: too short for a safetensors file", path);
 	uint64_t hlen = 0;
 	for (int i = 7; i >= 0; i--)
-		hlen = (hlen << 8) | ((const uint8_t *)f->base)[i];
-	if (hlen > f->len - 8 || hlen > (100u << 20)) {
+		hlen = (hlen << 8) | ((const uint8_t *)buf)[i];
+	if (hlen > len - 8 || hlen > (100u << 20)) {
 		rc = kvf_errf(KVF_E_MODEL, "%s: header length %llu beyond the file (%zu bytes)", path,
-			      (unsigned long long)hlen, f->len);
-		goto err_unmap;
+			      (unsigned long long)hlen, len);
+		return rc;
 	}
-	const uint8_t *data = (const uint8_t *)f->base + 8 + hlen;
-	size_t data_len = f->len - 8 - hlen;
+	const uint8_t *data = (const uint8_t *)buf + 8 + hlen;
+	size_t data_len = len - 8 - hlen;
 
 	json_error_t jerr;
-	json_t *root = json_loadb((const char *)f->base + 8, hlen, 0, &jerr);
+	json_t *root = json_loadb((const char *)buf + 8, hlen, 0, &jerr);
 	if (!root || !json_is_object(root)) {
 		rc = kvf_errf(KVF_E_MODEL, "%s: header is not a JSON object: %s", path,
 			      root ? "" : jerr.text);
 		json_decref(root);
-		goto err_unmap;
+		return rc;
 	}
 	size_t n = json_object_size(root);
 	f->tensors = kvf_calloc(n ? n : 1, sizeof *f->tensors);
 	if (!f->tensors) {
 		json_decref(root);
-		rc = KVF_E_NOMEM;
-		goto err_unmap;
+		return KVF_E_NOMEM;
 	}
 	const char *name;
 	json_t *v;
@@ -126,6 +105,11 @@ int kvf_st_open(const char *path, kvf_st_file *f)
 				goto done;
 			}
 			t->shape[d] = json_integer_value(x);
+			if (t->shape[d] && count > UINT64_MAX / (uint64_t)t->shape[d]) {
+				rc = kvf_errf(KVF_E_MODEL, "%s: tensor %s: shape overflows", path,
+					      name);
+				goto done;
+			}
 			count *= (uint64_t)t->shape[d];
 		}
 		json_t *b = json_array_get(jo, 0), *e = json_array_get(jo, 1);
@@ -147,21 +131,48 @@ int kvf_st_open(const char *path, kvf_st_file *f)
 	}
 done:
 	json_decref(root);
-	if (rc)
-		goto err_tensors;
+	if (rc) {
+		for (int i = 0; i < f->n_tensors; i++)
+			kvf_free(f->tensors[i].name);
+		kvf_free(f->tensors);
+		memset(f, 0, sizeof *f);
+		return rc;
+	}
 	return 0;
+}
 
-err_tensors:
-	for (int i = 0; i < f->n_tensors; i++)
-		kvf_free(f->tensors[i].name);
-	kvf_free(f->tensors);
-	f->tensors = NULL;
-err_unmap:
-	munmap(f->base, f->len);
-	f->base = NULL;
+int kvf_st_open(const char *path, kvf_st_file *f)
+{
+	memset(f, 0, sizeof *f);
+	int rc = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kvf_errf(kvf_err_from_errno(errno), "%s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		rc = kvf_errf(KVF_E_IO, "%s: %s", path, strerror(errno));
+		goto err_close;
+	}
+	if (st.st_size < 8) {
+		rc = kvf_errf(KVF_E_MODEL, "%s: too short for a safetensors file", path);
+		goto err_close;
+	}
+	size_t len = (size_t)st.st_size;
+	void *base = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (base == MAP_FAILED) {
+		rc = kvf_errf(KVF_E_IO, "%s: mmap: %s", path, strerror(errno));
+		goto err_close;
+	}
+	close(fd);
+	if ((rc = kvf_st_parse(base, len, path, f))) {
+		munmap(base, len);
+		return rc;
+	}
+	f->base = base;
+	f->len = len;
+	return 0;
 err_close:
-	if (fd >= 0)
-		close(fd);
+	close(fd);
 	return rc;
 }
 

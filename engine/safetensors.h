@@ -28,6 +28,11 @@ typedef struct kvf_st_file {
 
 /* Maps path and parses its header; every tensor's bytes lie inside the file. */
 int kvf_st_open(const char *path, kvf_st_file *f);
+
+/* Parses a safetensors image in memory (borrowed; tensors point into it).
+ * path only names it in errors. kvf_st_close frees the tensor list (and
+ * unmaps only what kvf_st_open mapped). */
+int kvf_st_parse(const void *buf, size_t len, const char *path, kvf_st_file *f);
 void kvf_st_close(kvf_st_file *f);
 
 #endif

@@ -14,8 +14,7 @@ const kvf_cpu_kernels *kvf_cpu_kernels_select(void)
 	__builtin_cpu_init();
 	int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
 		     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
-	int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-		   __builtin_cpu_supports("f16c");
+	int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 	if (force && !strcmp(force, "generic"))
 		return &kvf_cpu_kernels_generic;
 	if (force && !strcmp(force, "avx2") && has2)

@@ -1,4 +1,4 @@
-/* kernels_avx2.c: the CPU kernels compiled for AVX2 + FMA + F16C (x86-64 only). */
+/* kernels_avx2.c: the CPU kernels compiled for AVX2 + FMA (x86-64 only). */
 #if defined(__x86_64__)
 #define KVF_VL 8
 #define KVF_KERNELS_NAME kvf_cpu_kernels_avx2
