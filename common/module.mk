@@ -3,3 +3,20 @@ COMMON_SRCS := $(wildcard common/*.c)
 $(eval $(call kvf_library,common,$(COMMON_SRCS),-lconfig -ljansson -lm))
 
 $(eval $(call kvf_unit_test,test_err,tests/unit/test_err.c,common))
+$(eval $(call kvf_unit_test,test_buf,tests/unit/test_buf.c,common))
+$(eval $(call kvf_unit_test,test_log,tests/unit/test_log.c,common))
+$(eval $(call kvf_unit_test,test_loop,tests/unit/test_loop.c,common))
+
+# blockkey: unit tests, the xxhsum cross-check of the vectors, the bench.
+$(eval $(call kvf_unit_test,test_blockkey,tests/unit/test_blockkey.c,common))
+TEST_SCRIPTS += tests/unit/test_blockkey_xxhsum.sh
+$(eval $(call kvf_bench_program,blockkey_bench,bench/blockkey_bench.c,common))
+$(eval $(call kvf_bench,blockkey,$(BENCHBINDIR)/blockkey_bench,$(BENCHBINDIR)/blockkey_bench))
+
+# frame + wire: unit tests and the fuzz target (corpus replayed by make test).
+$(eval $(call kvf_unit_test,test_frame,tests/unit/test_frame.c,common))
+$(eval $(call kvf_fuzz,fuzz_frame,tests/fuzz/fuzz_frame.c common/frame.c common/wire.c common/err.c))
+$(eval $(call kvf_unit_test,test_config,tests/unit/test_config.c,common))
+$(eval $(call kvf_unit_test,test_json,tests/unit/test_json.c,common))
+$(eval $(call kvf_unit_test,test_metrics,tests/unit/test_metrics.c,common))
+$(eval $(call kvf_unit_test,test_admin,tests/unit/test_admin.c,common))

@@ -13,6 +13,7 @@ UTDIR      := $(BUILD)/tests/unit
 REPLAYDIR  := $(BUILD)/tests/fuzz
 FUZZDIR    := $(BUILD)/fuzz
 BENCHDIR   := $(BUILD)/bench
+BENCHBINDIR := $(BUILD)/bench/bin
 
 ALL_LIBS     :=
 ALL_BINS     :=
@@ -103,6 +104,16 @@ $$(REPLAYDIR)/$(1): $$(ROBJS_$(1))
 FUZZ_TARGETS += $(1)
 FUZZ_REPLAYS += $$(REPLAYDIR)/$(1)
 DEPFILES += $$(FOBJS_$(1):.o=.d) $$(ROBJS_$(1):.o=.d)
+endef
+
+# $(call kvf_bench_program,NAME,SOURCES,LIBS,LDLIBS)
+# Like kvf_program, but into $(BENCHBINDIR) and not part of `make all`.
+define kvf_bench_program
+OBJS_bench_$(1) := $$(patsubst %.c,$$(OBJDIR)/%.o,$(2))
+$$(BENCHBINDIR)/$(1): $$(OBJS_bench_$(1)) $$(call lib_paths,$(3))
+	$$(call msg,LD,$$@)
+	$$(Q)mkdir -p $$(@D) && $$(CC) $$(LDFLAGS) -o $$@ $$(OBJS_bench_$(1)) $$(call lib_paths,$(3)) $$(call lib_ldlibs,$(3)) $(4) $$(LDLIBS_BASE)
+DEPFILES += $$(OBJS_bench_$(1):.o=.d)
 endef
 
 # $(call kvf_bench,NAME,COMMAND,PREREQUISITES)

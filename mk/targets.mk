@@ -56,6 +56,7 @@ help:
 	@echo "make fuzz       run every fuzz target FUZZ_SECONDS (default 30)"
 	@echo "make bench      run every benchmark (bench-NAME for one)"
 	@echo "make install    install binaries into PREFIX (default /usr/local)"
+	@echo "make k8s-check  render, schema-validate and policy-check the k8s overlays"
 	@echo "options: V=1 CUDA=0 DPDK=0 VERBS=0 OFI=0 NCCL=0 BUILD=dir"
 
 FORCE:

@@ -10,7 +10,7 @@ PACKAGES=(
   # toolchain
   build-essential pkg-config clang libclang-rt-14-dev llvm
   # libraries
-  libconfig-dev libcurl4-openssl-dev libcmocka-dev libjansson-dev libxxhash-dev
+  libconfig-dev libcurl4-openssl-dev libcmocka-dev libjansson-dev libxxhash-dev xxhash
   libpcre2-dev libutf8proc-dev libssl-dev libnuma-dev
   # kernel bypass and RDMA
   libibverbs-dev librdmacm-dev rdma-core ibverbs-utils libfabric-dev libfabric-bin
