@@ -257,7 +257,7 @@ void kvf_engine_kv_stats(const kvf_engine *e, kvf_kv_stats *out)
 	const kvf_kvpool *p = &e->pool;
 	*out = p->stats;
 	out->total = p->n_blocks;
-	out->free = p->n_free;
+	out->empty = p->n_free;
 	out->cached_idle = p->n_idle;
 	out->used = p->n_blocks - p->n_free - p->n_idle;
 	out->cached = p->n_cached;

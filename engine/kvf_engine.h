@@ -38,15 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__has_include)
-#if __has_include("common/kvf_blockkey.h")
 #include "common/kvf_blockkey.h"
-#define KVF_ENGINE_HAVE_COMMON_BLOCKKEY 1
-#endif
-#endif
-#ifndef KVF_ENGINE_HAVE_COMMON_BLOCKKEY
-#include "engine/blockkey_compat.h"
-#endif
 
 typedef struct kvf_engine kvf_engine;
 typedef struct kvf_seq kvf_seq;
@@ -183,7 +175,7 @@ int kvf_engine_kv_block(const kvf_engine *e, int32_t block, void **ptr, size_t *
 
 typedef struct kvf_kv_stats {
 	int total;        /* blocks in the pool */
-	int free;         /* never used or returned, not cached */
+	int empty;        /* holding nothing: never used, or released uncached */
 	int cached_idle;  /* in the prefix cache with no reference (evictable) */
 	int used;         /* referenced by a sequence, request or caller */
 	int cached;       /* in the prefix cache, referenced or not */

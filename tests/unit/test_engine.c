@@ -8,21 +8,22 @@
  * cache hits give the same logits. Model loading errors name their cause.
  */
 #include <math.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <cmocka.h>
 
 #include <jansson.h>
 
 #include "common/kvf_alloc.h"
 #include "common/kvf_err.h"
 #include "engine/kvf_engine.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 static const char *models[] = {"llama", "llama3", "mistral", "qwen2", "qwen3"};
 

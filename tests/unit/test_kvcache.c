@@ -6,16 +6,17 @@
  * and the sim backend's key patterns. The sim "tiny" preset gives a real
  * pool without weights.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
 
 #include "common/kvf_err.h"
 #include "engine/kvf_engine.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 #define MAX_EV 4096
 static struct {
@@ -69,11 +70,11 @@ static void test_alloc_release(void **state)
 	assert_int_equal(kvf_engine_kv_alloc(e, 5, b), 0);
 	kvf_engine_kv_stats(e, &st);
 	assert_int_equal(st.used, 5);
-	assert_int_equal(st.free, 3);
+	assert_int_equal(st.empty, 3);
 	/* all-or-nothing */
 	assert_int_equal(kvf_engine_kv_alloc(e, 4, b + 5), KVF_E_FULL);
 	kvf_engine_kv_stats(e, &st);
-	assert_int_equal(st.free, 3);
+	assert_int_equal(st.empty, 3);
 	/* distinct ids */
 	for (int i = 0; i < 5; i++)
 		for (int j = i + 1; j < 5; j++)
@@ -86,7 +87,7 @@ static void test_alloc_release(void **state)
 		kvf_engine_kv_release(e, b[i]);
 	kvf_engine_kv_stats(e, &st);
 	assert_int_equal(st.used, 0);
-	assert_int_equal(st.free, 8);
+	assert_int_equal(st.empty, 8);
 	assert_int_equal(kvf_engine_kv_ref(e, b[0]), KVF_E_STATE);
 	kvf_engine_destroy(e);
 }

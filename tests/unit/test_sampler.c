@@ -4,16 +4,17 @@
  * repetition / presence / frequency penalties, and logprobs.
  */
 #include <math.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
 
 #include "common/kvf_err.h"
 #include "engine/internal.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 static uint32_t draw(kvf_sampler *s, const float *logits, int V, const kvf_sampling *sp,
 		     kvf_rng *rng)

@@ -9,17 +9,19 @@
  * request validation.
  */
 #include <math.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <cmocka.h>
 
 #include "common/kvf_err.h"
+#include "common/kvf_blockkey.h"
 #include "engine/kvf_engine.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 static kvf_engine *sim_engine(int blocks, int max_batch, int max_seqs)
 {
@@ -624,52 +626,92 @@ static void test_eos(void **state)
 	free(ref);
 }
 
-/* With a block_key function, blocks filled by generated tokens are cached
- * too, under the chain continued from the prompt's keys. */
+static kvf_blockkey next_key(void *u, kvf_blockkey parent, const uint32_t *t, size_t n)
+{
+	return kvf_blockkey_next(u, parent, t, n);
+}
+
+/* With common/'s block keys as a worker uses them: prompt keys from
+ * kvf_blockkey_chain, and the engine's block_key callback wrapping
+ * kvf_blockkey_next, blocks filled by generated tokens are cached too, under
+ * exactly the keys the chain gives for prompt + output (what a gateway
+ * computes for the next turn of a conversation). */
 static void test_key_extension(void **state)
 {
+	kvf_blockkey_ctx *ctx;
+	assert_int_equal(kvf_blockkey_ctx_new("cluster-secret", 14, &ctx), 0);
+	kvf_blockkey root = kvf_blockkey_root(ctx, "sim-tiny", "tenant", 6);
 	kvf_engine_options o;
 	kvf_engine_options_init(&o);
 	o.backend = "sim";
 	o.sim.preset = "tiny";
 	o.sim.time_scale = 0.001;
 	o.kv_blocks = 64;
-	o.block_key = chain_key;
+	o.block_key = next_key;
+	o.block_key_user = ctx;
 	kvf_engine *e;
 	assert_int_equal(kvf_engine_create(&o, &e), 0);
-	uint32_t p[20];
-	for (int i = 0; i < 20; i++)
+	uint32_t p[40];
+	for (int i = 0; i < 40; i++)
 		p[i] = (uint32_t)i;
+	kvf_blockkey pk[2];
+	assert_int_equal(kvf_blockkey_chain(ctx, root, p, 40, 16, pk, 2), 2);
 	kvf_request_params rp;
 	kvf_request_params_init(&rp);
 	rp.prompt = p;
-	rp.n_prompt = 20;
-	rp.root = (kvf_blockkey){7, 7};
+	rp.n_prompt = 40;
+	rp.keys = pk;
+	rp.n_keys = 2;
+	rp.root = root;
 	rp.has_root = 1;
 	rp.max_tokens = 30;
 	run *r = calloc(1, sizeof *r);
 	assert_int_equal(kvf_engine_submit(e, &rp, &r->id[0]), 0);
 	r->n = 1;
 	drain(e, r);
-	/* 50 tokens, the last one's KV never computed: 49 -> 3 full blocks */
+	/* 70 tokens, the last one's KV never computed: 69 -> 4 full blocks */
 	kvf_kv_stats st;
 	kvf_engine_kv_stats(e, &st);
-	assert_int_equal(st.stored, 3);
-	uint32_t all[50];
+	assert_int_equal(st.stored, 4);
+	uint32_t all[70];
 	memcpy(all, p, sizeof p);
-	memcpy(all + 20, r->out[0], 30 * sizeof(uint32_t));
-	kvf_blockkey k = rp.root;
-	for (int b = 0; b < 3; b++) {
-		k = chain_key(NULL, k, all + 16 * b, 16);
-		int32_t blk = kvf_engine_kv_lookup(e, k);
+	memcpy(all + 40, r->out[0], 30 * sizeof(uint32_t));
+	kvf_blockkey k[4];
+	assert_int_equal(kvf_blockkey_chain(ctx, root, all, 70, 16, k, 4), 4);
+	assert_true(kvf_blockkey_eq(k[0], pk[0]) && kvf_blockkey_eq(k[1], pk[1]));
+	for (int b = 0; b < 4; b++) {
+		int32_t blk = kvf_engine_kv_lookup(e, k[b]);
 		assert_true(blk >= 0);
 		void *ptr;
 		size_t len;
 		kvf_engine_kv_block(e, blk, &ptr, &len);
-		assert_int_equal(kvf_sim_pattern_check(ptr, len, k), 0);
+		assert_int_equal(kvf_sim_pattern_check(ptr, len, k[b]), 0);
 	}
+	/* the next turn (prompt + answer + more) hits all four blocks */
+	uint32_t turn2[80];
+	memcpy(turn2, all, sizeof all);
+	for (int i = 70; i < 80; i++)
+		turn2[i] = (uint32_t)i;
+	kvf_blockkey k2[5];
+	assert_int_equal(kvf_blockkey_chain(ctx, root, turn2, 80, 16, k2, 5), 5);
+	kvf_request_params_init(&rp);
+	rp.prompt = turn2;
+	rp.n_prompt = 80;
+	rp.keys = k2;
+	rp.n_keys = 5;
+	rp.max_tokens = 2;
+	uint64_t id2;
+	assert_int_equal(kvf_engine_submit(e, &rp, &id2), 0);
+	const kvf_event *ev;
+	int n;
+	assert_int_equal(kvf_engine_step(e, &ev, &n), 0);
+	kvf_request_info info;
+	assert_int_equal(kvf_engine_request_info(e, id2, &info), 0);
+	assert_int_equal(info.n_cached_tokens, 64);
+	assert_int_equal(info.n_computed_tokens, 16);
 	free(r);
 	kvf_engine_destroy(e);
+	kvf_blockkey_ctx_free(ctx);
 }
 
 static void test_validation(void **state)
