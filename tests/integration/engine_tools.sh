@@ -49,6 +49,18 @@ check "kvf-mkmodel is deterministic" cmp -s "$KVF_TMP/a/model.safetensors" "$KVF
 g=$("$RUN" -m "$KVF_TMP/q" --ids 1,2,3 --greedy 5 2>&1)
 check "qwen3 model from kvf-mkmodel generates" $PY -c "import json,sys;v=json.loads(sys.argv[1]);assert len(v)==5 and all(0<=x<300 for x in v)" "$g"
 
+# --- kvf-mkmodel's tokenizer.json works with the tokenizer library
+if [ -x "$BIN/kvf-tokenize" ]; then
+  t='"The key-value cache keeps the keys and values.\nint main(void) { return 0; }"'
+  ids=$(echo "$t" | "$BIN/kvf-tokenize" -t "$KVF_TMP/a" --special 2>&1)
+  back=$(echo "$ids" | "$BIN/kvf-tokenize" -t "$KVF_TMP/a" --decode --skip-special 2>&1)
+  check_eq "kvf-mkmodel tokenizer round-trips text" "$t" "$back"
+  check "kvf-mkmodel tokenizer merges (fewer ids than bytes, <s> first)" \
+    $PY -c "import json,sys;v=json.loads(sys.argv[1]);assert v[0]==1 and len(v)<60" "$ids"
+else
+  skip "kvf-mkmodel tokenizer round trip" "kvf-tokenize not built"
+fi
+
 # --- bench output
 b=$("$RUN" -m "$KVF_TMP/a" --threads 2 --bench --batch 2 --prompt-len 16 --gen 4 --json 2>&1)
 check "kvf-run --bench prints its figures" $PY -c "import json,sys;d=json.loads(sys.argv[1]);assert d['memcpy_gbps']>0 and d['prefill_tok_s']>0 and d['decode_tok_s']>0 and 'weights_over_memcpy' in d" "$b"

@@ -204,7 +204,13 @@ static int bench(kvf_engine *e, int batch, int plen, int gen, int json)
 {
 	kvf_engine_info info;
 	kvf_engine_info_get(e, &info);
-	double bw = memcpy_gbps((size_t)256 << 20, info.n_threads);
+	/* well beyond the caches, like the weights: 4x their size, 64..256 MiB */
+	size_t mb = 4 * info.weight_bytes;
+	if (mb < ((size_t)64 << 20))
+		mb = (size_t)64 << 20;
+	if (mb > ((size_t)256 << 20))
+		mb = (size_t)256 << 20;
+	double bw = memcpy_gbps(mb, info.n_threads);
 	kvf_seq **s = calloc((size_t)batch, sizeof *s);
 	uint32_t *toks = malloc((size_t)plen * sizeof *toks);
 	const uint32_t **tp = calloc((size_t)batch, sizeof *tp);
