@@ -179,7 +179,8 @@ typedef struct kvf_kv_stats {
 	int cached_idle;  /* in the prefix cache with no reference (evictable) */
 	int used;         /* referenced by a sequence, request or caller */
 	int cached;       /* in the prefix cache, referenced or not */
-	uint64_t hits, misses;          /* prefix lookups, per block */
+	uint64_t hits;    /* cached blocks found by prefix lookups */
+	uint64_t misses;  /* prefix lookups that stopped at an uncached key */
 	uint64_t stored, evicted;       /* blocks that entered / left the cache */
 } kvf_kv_stats;
 
