@@ -2,12 +2,13 @@
  * cpu_backend.c: the reference backend: every op of the generic forward pass
  * on the CPU, multithreaded, float32 accumulation.
  *
- * Matmuls split the output rows across the compute threads (a fused group
- * such as q/k/v counts as one matrix); each thread widens a tile of weight
+ * Matmuls split the output rows into chunks the compute threads take
+ * dynamically (a fused group such as q/k/v counts as one matrix); a thread
+ * widens a tile of weight
  * rows (bf16/fp16 -> f32, a few tens of KiB, stays in L1/L2) and runs the
  * register-blocked kernels of kernels_impl.h over all tokens of the batch,
  * so weights stream from memory once per step whatever the batch size.
- * Attention runs one (token, kv-head) pair per work item, reading K and V
+ * Attention runs one (token, kv-head) pair per chunk, reading K and V
  * block by block through the sequence's block table: the same arithmetic
  * for a token whether it arrives in a long prefill or alone in a decode
  * step. Scratch is per thread and allocated once in setup().
@@ -172,10 +173,12 @@ struct rms_task {
 	float eps;
 };
 
-static void rms_worker(void *ctx, int ith, int nth)
+#define RMS_ROWS 16
+
+static void rms_worker(void *ctx, int chunk, int ith)
 {
 	struct rms_task *t = ctx;
-	int r0 = (int)((long)t->rows * ith / nth), r1 = (int)((long)t->rows * (ith + 1) / nth);
+	int r0 = chunk * RMS_ROWS, r1 = r0 + RMS_ROWS < t->rows ? r0 + RMS_ROWS : t->rows;
 	for (int r = r0; r < r1; r++) {
 		const float *x = t->x + (size_t)r * t->dim;
 		float *o = t->out + (size_t)r * t->dim;
@@ -192,10 +195,12 @@ static void cpu_rmsnorm(kvf_backend *be, float *out, const float *x, const kvf_t
 			int rows, int dim, float eps)
 {
 	struct rms_task t = {out, x, vec_f32(w), rows, dim, eps};
+	int chunks = (rows + RMS_ROWS - 1) / RMS_ROWS;
 	if ((size_t)rows * dim < 32768)
-		rms_worker(&t, 0, 1);
+		for (int c = 0; c < chunks; c++)
+			rms_worker(&t, c, 0);
 	else
-		kvf_tpool_run(cpu(be)->tp, rms_worker, &t);
+		kvf_tpool_run(cpu(be)->tp, rms_worker, &t, chunks);
 }
 
 struct mm_task {
@@ -205,6 +210,7 @@ struct mm_task {
 	const float *x;
 	int n, k;
 	int units;             /* 4-row units over all matrices */
+	int per_chunk;         /* units per chunk */
 };
 
 static void mm_rows(cpu_backend *cb, int ith, const kvf_mm *m, int r0, int r1, const float *x,
@@ -252,10 +258,10 @@ static void mm_rows(cpu_backend *cb, int ith, const kvf_mm *m, int r0, int r1, c
 	}
 }
 
-static void mm_worker(void *ctx, int ith, int nth)
+static void mm_worker(void *ctx, int chunk, int ith)
 {
 	struct mm_task *t = ctx;
-	int u0 = (int)((long)t->units * ith / nth), u1 = (int)((long)t->units * (ith + 1) / nth);
+	int u0 = chunk * t->per_chunk, u1 = u0 + t->per_chunk < t->units ? u0 + t->per_chunk : t->units;
 	int base = 0;
 	for (int i = 0; i < t->count && base < u1; i++) {
 		int rows = (int)t->mm[i].w->rows;
@@ -271,17 +277,25 @@ static void mm_worker(void *ctx, int ith, int nth)
 
 static void cpu_matmul(kvf_backend *be, const kvf_mm *mm, int count, const float *x, int n)
 {
-	struct mm_task t = {cpu(be), mm, count, x, n, (int)mm[0].w->cols, 0};
+	struct mm_task t = {cpu(be), mm, count, x, n, (int)mm[0].w->cols, 0, 1};
 	size_t macs = 0;
 	for (int i = 0; i < count; i++) {
 		t.units += (int)(mm[i].w->rows + 3) / 4;
 		macs += (size_t)mm[i].w->rows * (size_t)t.k * (size_t)n;
 	}
 	/* below ~0.25 M multiply-adds a fork-join costs more than it saves */
-	if (macs < SMALL_OP)
-		mm_worker(&t, 0, 1);
-	else
-		kvf_tpool_run(cpu(be)->tp, mm_worker, &t);
+	if (macs < SMALL_OP) {
+		t.per_chunk = t.units;
+		mm_worker(&t, 0, 0);
+		return;
+	}
+	/* ~16 chunks per thread so a late thread only delays the end by little,
+	 * at least 8 rows each */
+	int nth = cpu(be)->n_threads;
+	t.per_chunk = t.units / (nth * 16);
+	if (t.per_chunk < 2)
+		t.per_chunk = 2;
+	kvf_tpool_run(cpu(be)->tp, mm_worker, &t, (t.units + t.per_chunk - 1) / t.per_chunk);
 }
 
 static void cpu_rope(kvf_backend *be, float *x, int n, int heads, int head_dim,
@@ -400,14 +414,11 @@ static void att_item(struct att_task *a, int ith, int t, int g)
 	}
 }
 
-static void att_worker(void *ctx, int ith, int nth)
+static void att_worker(void *ctx, int chunk, int ith)
 {
 	struct att_task *a = ctx;
 	int nkv = a->p->lay.n_kv_heads;
-	int items = a->f->n_tokens * nkv;
-	/* interleaved: causal prefill work grows with the position */
-	for (int i = ith; i < items; i += nth)
-		att_item(a, ith, i / nkv, i % nkv);
+	att_item(a, ith, chunk / nkv, chunk % nkv);
 }
 
 static void cpu_attention(kvf_backend *be, const kvf_kvpool *p, const kvf_fwd *f, int layer,
@@ -418,10 +429,12 @@ static void cpu_attention(kvf_backend *be, const kvf_kvpool *p, const kvf_fwd *f
 	for (int t = 0; t < f->n_tokens; t++)
 		work += (size_t)(f->pos[t] + 1);
 	work *= (size_t)n_heads * (size_t)p->lay.head_dim * 2;
+	int items = f->n_tokens * p->lay.n_kv_heads;
 	if (work < SMALL_OP)
-		att_worker(&a, 0, 1);
+		for (int i = 0; i < items; i++)
+			att_worker(&a, i, 0);
 	else
-		kvf_tpool_run(cpu(be)->tp, att_worker, &a);
+		kvf_tpool_run(cpu(be)->tp, att_worker, &a, items);
 }
 
 struct silu_task {
@@ -430,10 +443,12 @@ struct silu_task {
 	size_t n;
 };
 
-static void silu_worker(void *ctx, int ith, int nth)
+#define SILU_CHUNK 8192
+
+static void silu_worker(void *ctx, int chunk, int ith)
 {
 	struct silu_task *t = ctx;
-	size_t i0 = t->n * (size_t)ith / (size_t)nth, i1 = t->n * (size_t)(ith + 1) / (size_t)nth;
+	size_t i0 = (size_t)chunk * SILU_CHUNK, i1 = i0 + SILU_CHUNK < t->n ? i0 + SILU_CHUNK : t->n;
 	for (size_t i = i0; i < i1; i++) {
 		float x = t->g[i];
 		t->g[i] = x / (1.0f + expf(-x)) * t->u[i];
@@ -443,10 +458,12 @@ static void silu_worker(void *ctx, int ith, int nth)
 static void cpu_silu_mul(kvf_backend *be, float *gate, const float *up, size_t n)
 {
 	struct silu_task t = {gate, up, n};
+	int chunks = (int)((n + SILU_CHUNK - 1) / SILU_CHUNK);
 	if (n < 16384)
-		silu_worker(&t, 0, 1);
+		for (int c = 0; c < chunks; c++)
+			silu_worker(&t, c, 0);
 	else
-		kvf_tpool_run(cpu(be)->tp, silu_worker, &t);
+		kvf_tpool_run(cpu(be)->tp, silu_worker, &t, chunks);
 }
 
 static void cpu_add(kvf_backend *be, float *x, const float *y, size_t n)
