@@ -72,9 +72,14 @@ typedef struct kvf_oai_request {
 int kvf_oai_parse(kvf_oai_kind kind, const char *body, size_t len, kvf_oai_request *out);
 void kvf_oai_request_free(kvf_oai_request *req);
 
-/* A chat message's text: content as a string, or the concatenated "text"
- * parts of a content array. Returns a new jansson string reference, or NULL. */
+/* A chat message's text: content as a string, or the "text" parts of a
+ * content array joined with newlines (as vLLM does for templates that expect
+ * string content). Returns a new jansson string reference. */
 json_t *kvf_oai_message_text(const json_t *message);
+
+/* A copy of messages where every content array became its text: what chat
+ * templates written for string content expect. New reference. */
+json_t *kvf_oai_messages_flat(const json_t *messages);
 
 /* ---- responses ---- */
 

@@ -115,6 +115,19 @@ static int parse_messages(const json_t *root, kvf_oai_request *r)
 	return 0;
 }
 
+json_t *kvf_oai_messages_flat(const json_t *messages)
+{
+	json_t *out = json_array();
+	for (size_t i = 0; i < json_array_size(messages); i++) {
+		json_t *m = json_deep_copy(json_array_get(messages, i));
+		json_t *c = json_object_get(m, "content");
+		if (json_is_array(c))
+			json_object_set_new(m, "content", kvf_oai_message_text(m));
+		json_array_append_new(out, m);
+	}
+	return out;
+}
+
 json_t *kvf_oai_message_text(const json_t *message)
 {
 	const json_t *content = json_object_get(message, "content");
@@ -123,10 +136,14 @@ json_t *kvf_oai_message_text(const json_t *message)
 	if (!json_is_array(content))
 		return json_string("");
 	kvf_buf b = KVF_BUF_INIT;
+	size_t n = 0;
 	for (size_t j = 0; j < json_array_size(content); j++) {
 		const json_t *text = json_object_get(json_array_get(content, j), "text");
-		if (json_is_string(text))
-			kvf_buf_append(&b, json_string_value(text), json_string_length(text));
+		if (!json_is_string(text))
+			continue;
+		if (n++)
+			kvf_buf_putc(&b, '\n'); /* parts joined as vLLM does for string-content templates */
+		kvf_buf_append(&b, json_string_value(text), json_string_length(text));
 	}
 	json_t *s = json_stringn(b.data ? b.data : "", b.len);
 	kvf_buf_free(&b);

@@ -114,8 +114,14 @@ static void test_message_text(void **state)
 	json_t *m = json_loads("{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
 			       "{\"type\":\"text\",\"text\":\"b\"}]}", 0, NULL);
 	json_t *t = kvf_oai_message_text(m);
-	assert_string_equal(json_string_value(t), "ab");
+	assert_string_equal(json_string_value(t), "a\nb");
 	json_decref(t);
+	json_t *msgs = json_pack("[O]", m);
+	json_t *flat = kvf_oai_messages_flat(msgs);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(flat, 0), "content")), "a\nb");
+	assert_true(json_is_array(json_object_get(m, "content"))); /* the original is untouched */
+	json_decref(flat);
+	json_decref(msgs);
 	json_decref(m);
 }
 
