@@ -103,7 +103,7 @@ static int tokenize_prompt(kvf_worker *w, wreq *r, kvf_http_req *req)
 	int rc;
 	if (r->oai.kind == KVF_OAI_CHAT) {
 		json_t *vars = json_object();
-		json_object_set(vars, "messages", (json_t *)r->oai.messages);
+		json_object_set_new(vars, "messages", kvf_oai_messages_flat(r->oai.messages));
 		json_object_set_new(vars, "add_generation_prompt", json_boolean(r->oai.add_generation_prompt));
 		char *text = NULL;
 		size_t len = 0;
@@ -114,9 +114,7 @@ static int tokenize_prompt(kvf_worker *w, wreq *r, kvf_http_req *req)
 			return rc;
 		}
 		if (rc) {
-			char msg[300];
-			snprintf(msg, sizeof(msg), "chat template: %s", kvf_errmsg());
-			respond_oai_error(req, 400, msg, "messages", NULL);
+			respond_oai_error(req, 400, kvf_errmsg(), "messages", NULL);
 			return rc;
 		}
 		/* The template writes BOS itself: no post-processor (HF's
