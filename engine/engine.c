@@ -150,6 +150,11 @@ int kvf_engine_create(const kvf_engine_options *opts, kvf_engine **out)
 			goto err;
 		if (kvdt == KVF_DTYPE_AUTO)
 			kvdt = KVF_DTYPE_BF16;
+	} else if (!strcmp(e->backend_name, "cuda")) {
+		rc = kvf_errf(KVF_E_UNSUPPORTED,
+			      "engine: the cuda backend is not built yet (engine/cuda/); use cpu "
+			      "or sim");
+		goto err;
 	} else {
 		rc = kvf_errf(KVF_E_CONFIG, "engine: unknown backend '%s' (cpu, sim)",
 			      e->backend_name);

@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "common/kvf_blockkey.h"
+#include "common/kvf_config.h"
 
 typedef struct kvf_engine kvf_engine;
 typedef struct kvf_seq kvf_seq;
@@ -129,6 +130,37 @@ typedef struct kvf_engine_options {
 
 /* Fills *o with the defaults above (all zero = defaults). */
 void kvf_engine_options_init(kvf_engine_options *o);
+
+/*
+ * The `engine {}` section of kvf.conf (see common/kvf_config.h): a daemon
+ * registers kvf_engine_section bound to a zeroed kvf_engine_cfg, then maps it with
+ * kvf_engine_options_from_cfg. The options borrow the cfg's strings.
+ */
+enum { KVF_ENGINE_CFG_CPU = 0, KVF_ENGINE_CFG_SIM = 1, KVF_ENGINE_CFG_CUDA = 2 };
+
+typedef struct kvf_engine_cfg {
+	int backend;               /* KVF_ENGINE_CFG_* */
+	char *model_dir;
+	int64_t threads;
+	int kv_dtype;              /* 0 auto, 1 f32, 2 bf16, 3 f16 */
+	uint64_t kv_pool_bytes;
+	int64_t kv_blocks;
+	int64_t max_batch_tokens;
+	int64_t max_seqs;
+	int64_t max_model_len;
+	int64_t seed;
+	int rope_exact;
+	char *sim_preset;
+	double sim_time_scale;
+	double sim_prefill_tok_s;
+	double sim_decode_base_ms;
+	double sim_decode_per_seq_ms;
+} kvf_engine_cfg;
+
+extern const kvf_cfg_section kvf_engine_section;
+
+/* block_size: cluster.block_size. */
+int kvf_engine_options_from_cfg(const kvf_engine_cfg *c, int block_size, kvf_engine_options *o);
 
 /*
  * Loads the model and allocates the pool. The options struct and its strings

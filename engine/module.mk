@@ -1,7 +1,7 @@
 # engine/: the model runtime (library `engine`), its unit tests and bench.
 # engine/tokenizer/ has its own module.mk (library `tokenizer`).
 
-ENGINE_SRCS := engine/engine.c engine/dtype.c engine/model.c engine/safetensors.c engine/kvcache.c \
+ENGINE_SRCS := engine/engine.c engine/config.c engine/dtype.c engine/model.c engine/safetensors.c engine/kvcache.c \
   engine/forward.c engine/sampler.c engine/sched.c \
   engine/cpu/cpu_backend.c engine/cpu/threadpool.c engine/cpu/kernels.c \
   engine/cpu/kernels_generic.c engine/cpu/kernels_avx2.c engine/cpu/kernels_avx512.c \
@@ -27,3 +27,4 @@ $(eval $(call kvf_bench,engine,bench/engine_bench.sh,$(BINDIR)/kvf-run $(BINDIR)
 
 # Fuzz target: config.json and safetensors headers (untrusted model files).
 $(eval $(call kvf_fuzz,fuzz_model,tests/fuzz/fuzz_model.c engine/model.c engine/safetensors.c engine/dtype.c common/err.c,-ljansson -lm))
+$(eval $(call kvf_unit_test,test_engine_config,tests/unit/test_engine_config.c,engine common,-ljansson))

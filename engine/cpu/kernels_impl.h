@@ -24,15 +24,29 @@ static inline vf vload(const float *p)
 	return v;
 }
 
-/* Fixed pairwise order: every kernel reduces the same way. */
+/* Fixed pairwise order (halves added, repeatedly), the same in every
+ * kernel; done with shuffles so it stays in registers. */
+typedef float vf2 __attribute__((vector_size(8)));
+typedef float vf4 __attribute__((vector_size(16)));
+#if KVF_VL >= 8
+typedef float vf8 __attribute__((vector_size(32)));
+#endif
+
 static inline float hsum(vf v)
 {
-	float s[KVF_VL];
-	memcpy(s, &v, sizeof v);
-	for (int w = KVF_VL / 2; w >= 1; w /= 2)
-		for (int i = 0; i < w; i++)
-			s[i] += s[i + w];
-	return s[0];
+#if KVF_VL == 16
+	vf8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+		__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+#elif KVF_VL == 8
+	vf8 a = v;
+#endif
+#if KVF_VL >= 8
+	vf4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+#else
+	vf4 b = v;
+#endif
+	vf2 c = __builtin_shufflevector(b, b, 0, 1) + __builtin_shufflevector(b, b, 2, 3);
+	return c[0] + c[1];
 }
 
 static void to_f32(float *dst, const void *src, kvf_dtype dt, size_t n)
