@@ -77,8 +77,9 @@ void kvf_oai_request_free(kvf_oai_request *req);
  * string content). Returns a new jansson string reference. */
 json_t *kvf_oai_message_text(const json_t *message);
 
-/* A copy of messages where every content array became its text: what chat
- * templates written for string content expect. New reference. */
+/* A copy of messages where every content array became its text and a
+ * missing content became "": what chat templates written for string content
+ * expect. New reference. */
 json_t *kvf_oai_messages_flat(const json_t *messages);
 
 /* ---- responses ---- */

@@ -123,6 +123,8 @@ json_t *kvf_oai_messages_flat(const json_t *messages)
 		json_t *c = json_object_get(m, "content");
 		if (json_is_array(c))
 			json_object_set_new(m, "content", kvf_oai_message_text(m));
+		else if (!json_is_string(c)) /* an assistant turn without content */
+			json_object_set_new(m, "content", json_string(""));
 		json_array_append_new(out, m);
 	}
 	return out;
