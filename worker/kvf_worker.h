@@ -20,32 +20,13 @@
 
 #include "common/kvf_config.h"
 #include "common/kvf_daemon.h"
-
-/* The `engine {}` section: which model and how to run it. */
-typedef struct kvf_engine_cfg {
-	int backend;            /* KVF_ENGINE_BACKEND_* */
-	char *model_dir;
-	char *model_name;       /* served model id; empty: the model directory's name */
-	int64_t threads;
-	int kv_dtype;           /* index into "auto|f32|bf16|f16" */
-	int64_t kv_blocks;
-	uint64_t kv_pool_bytes;
-	int64_t max_batch_tokens;
-	int64_t max_seqs;
-	int64_t max_model_len;
-	int64_t seed;
-	char *sim_preset;
-	double sim_time_scale;
-} kvf_engine_cfg;
-
-enum { KVF_ENGINE_BACKEND_CPU, KVF_ENGINE_BACKEND_SIM, KVF_ENGINE_BACKEND_CUDA };
-
-extern const kvf_cfg_section kvf_engine_section;
+#include "engine/kvf_engine.h"
 
 /* What both worker roles add to their daemon section. */
 typedef struct kvf_worker_cfg {
 	kvf_daemon_cfg d;
 	char *fabric_listen;
+	char *served_model_name;    /* model id in the API; empty: the model directory's name */
 	int64_t max_waiting;        /* queued requests before new ones get 503 */
 	uint64_t lease_ms;          /* prefill: how long computed KV is held for a puller */
 	uint64_t prefill_timeout_ms;/* decode: a prefill call slower than this falls back */

@@ -181,8 +181,8 @@ static int token_piece(void *user, uint32_t id, char *buf, size_t cap)
 static void set_model_name(kvf_worker *w)
 {
 	const kvf_engine_cfg *c = w->ecfg;
-	if (c->model_name && c->model_name[0]) {
-		snprintf(w->model_name, sizeof(w->model_name), "%s", c->model_name);
+	if (w->wcfg->served_model_name && w->wcfg->served_model_name[0]) {
+		snprintf(w->model_name, sizeof(w->model_name), "%s", w->wcfg->served_model_name);
 	} else if (c->model_dir && c->model_dir[0]) {
 		char tmp[512];
 		snprintf(tmp, sizeof(tmp), "%s", c->model_dir);
@@ -198,8 +198,6 @@ static void set_model_name(kvf_worker *w)
 int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ecfg, const kvf_worker_cfg *wcfg,
 		   kvf_worker **out)
 {
-	static const char *const backends[] = { "cpu", "sim", "cuda" };
-	static const kvf_dtype dtypes[] = { KVF_DTYPE_AUTO, KVF_DTYPE_F32, KVF_DTYPE_BF16, KVF_DTYPE_F16 };
 	kvf_worker *w = kvf_calloc(1, sizeof(*w));
 	if (!w)
 		return kvf_errf(KVF_E_NOMEM, "worker: out of memory");
@@ -212,7 +210,7 @@ int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ec
 	set_model_name(w);
 	int rc;
 
-	if (ecfg->backend == KVF_ENGINE_BACKEND_CUDA) {
+	if (ecfg->backend == KVF_ENGINE_CFG_CUDA) {
 		rc = kvf_errf(KVF_E_UNSUPPORTED, "engine.backend = \"cuda\": the CUDA backend is not built yet; "
 						 "use cpu or sim");
 		goto err;
@@ -232,22 +230,10 @@ int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ec
 		goto err;
 
 	kvf_engine_options eo;
-	kvf_engine_options_init(&eo);
-	eo.backend = backends[ecfg->backend];
-	eo.model_dir = ecfg->backend == KVF_ENGINE_BACKEND_CPU ? ecfg->model_dir : NULL;
-	eo.n_threads = (int)ecfg->threads;
-	eo.block_size = (int)w->cluster->block_size;
-	eo.kv_dtype = dtypes[ecfg->kv_dtype];
-	eo.kv_blocks = (int)ecfg->kv_blocks;
-	eo.kv_pool_bytes = (size_t)ecfg->kv_pool_bytes;
-	eo.max_batch_tokens = (int)ecfg->max_batch_tokens;
-	eo.max_seqs = (int)ecfg->max_seqs;
-	eo.max_model_len = (int)ecfg->max_model_len;
-	eo.seed = (uint64_t)ecfg->seed;
+	if ((rc = kvf_engine_options_from_cfg(ecfg, (int)w->cluster->block_size, &eo)))
+		goto err;
 	eo.token_piece = token_piece;
 	eo.token_piece_user = w;
-	eo.sim.preset = ecfg->sim_preset;
-	eo.sim.time_scale = ecfg->sim_time_scale;
 	eo.sim.vocab_size = (int)kvf_tokenizer_vocab_size(w->tok);
 	if ((rc = ew_start(&eo, w->loop, worker_on_batch, w, &w->engine))) {
 		rc = kvf_errf(rc, "engine: %s", kvf_errmsg());
