@@ -1,0 +1,19 @@
+# fabric/: KV block transfer library (docs/fabric.md).
+FABRIC_SRCS := fabric/fabric.c fabric/desc.c fabric/fabric_config.c fabric/tcp_proto.c \
+	fabric/transport_tcp.c fabric/transport_stubs_tmp.c
+FABRIC_LDLIBS :=
+ifeq ($(HAVE_CUDA),1)
+  # cudart only: it loads the driver (libcuda.so.1) itself at run time, so
+  # binaries start on hosts without a GPU driver; driver entry points are
+  # fetched with cudaGetDriverEntryPoint.
+  FABRIC_CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
+  FABRIC_LDLIBS += $(FABRIC_CUDA_LDLIBS)
+  CFLAGS_fabric/tools/fabric_test.c += $(CUDA_CFLAGS)
+endif
+# Diagnostic strings (peer names, error details) are cut to fixed buffers on
+# purpose.
+$(foreach s,$(FABRIC_SRCS) fabric/tools/fabric_test.c,$(eval CFLAGS_$(s) += -Wno-format-truncation))
+$(eval $(call kvf_library,fabric,$(FABRIC_SRCS),$(FABRIC_LDLIBS)))
+
+# Conformance driver (tests/integration/fabric_conformance.sh).
+$(eval $(call kvf_program,kvf-fabric-test,fabric/tools/fabric_test.c,fabric common))
