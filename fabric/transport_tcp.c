@@ -48,7 +48,8 @@ enum { ROLE_INIT = 0, ROLE_TARGET };
 enum { C_CONNECTING = 0, C_OPEN, C_DEAD };
 
 struct tcp_tx {
-	uint8_t hdr[TCP_REQ_HDR_MAX + 16];
+	uint8_t hdr[TCP_REQ_HDR_MAX]; /* request headers; control frames use big */
+	uint8_t *big;                 /* kvf_malloc'd control frame, or NULL */
 	uint32_t hlen;
 	const uint8_t *data;
 	uint64_t dlen;
@@ -177,6 +178,8 @@ static void reap_unlink(struct tcp_tp *tp, struct tcp_conn *c)
 
 static void tx_release(struct tcp_conn *c, struct tcp_tx *t, int sent)
 {
+	kvf_free(t->big);
+	t->big = NULL;
 	if (t->hold) {
 		if (sent)
 			fab_served(c->tp->f, KVF_FABRIC_TCP, t->served_op, t->dlen);
@@ -246,8 +249,27 @@ static struct tcp_tx *tx_push(struct tcp_conn *c)
 	t->dlen = 0;
 	t->off = 0;
 	t->hold = NULL;
+	t->big = NULL;
 	t->close_after = 0;
 	return t;
+}
+
+/* Room for a control frame (HELLO, ERROR, NOTIFY...) of up to
+ * KVF_FRAME_HDR_LEN + TCP_CTRL_MAX bytes in t; NULL when out of memory. */
+static uint8_t *tx_ctrl(struct tcp_tx *t, size_t *cap)
+{
+	t->big = kvf_malloc(KVF_FRAME_HDR_LEN + TCP_CTRL_MAX);
+	*cap = KVF_FRAME_HDR_LEN + TCP_CTRL_MAX;
+	return t->big;
+}
+
+/* Drops the item just pushed (its frame could not be built). */
+static void tx_unpush(struct tcp_conn *c)
+{
+	struct tcp_tx *t = &c->tx[(c->tx_head + c->tx_n - 1) % c->tx_cap];
+	kvf_free(t->big);
+	t->big = NULL;
+	c->tx_n--;
 }
 
 /* Writes as much of the tx ring as the socket takes. */
@@ -260,7 +282,7 @@ static void conn_flush(struct tcp_conn *c)
 			struct tcp_tx *t = &c->tx[(c->tx_head + i) % c->tx_cap];
 			uint64_t off = t->off;
 			if (off < t->hlen) {
-				iov[n].iov_base = t->hdr + off;
+				iov[n].iov_base = (t->big ? t->big : t->hdr) + off;
 				iov[n].iov_len = t->hlen - off;
 				n++;
 				off = t->hlen;
@@ -377,7 +399,14 @@ static void target_reply_error(struct tcp_conn *c, uint32_t rid, int code, const
 		conn_die(c, KVF_E_PROTO, "%s exceeded the request window", c->addr);
 		return;
 	}
-	t->hlen = (uint32_t)tcp_enc_error(t->hdr, sizeof(t->hdr), rid, code, msg);
+	size_t cap;
+	uint8_t *b = tx_ctrl(t, &cap);
+	t->hlen = b ? (uint32_t)tcp_enc_error(b, cap, rid, code, msg) : 0;
+	if (!t->hlen) {
+		tx_unpush(c);
+		conn_die(c, KVF_E_NOMEM, "out of memory for an error reply");
+		return;
+	}
 	t->close_after = (uint8_t)fatal;
 }
 
@@ -468,8 +497,13 @@ static int t_on_prefix(void *ud, const kvf_frame_hdr *h, const uint8_t *p, uint3
 		struct tcp_tx *t = tx_push(c);
 		if (!t)
 			return KVF_E_PROTO;
-		t->hlen = (uint32_t)tcp_enc_hello_ok(t->hdr, sizeof(t->hdr), h->request_id, fab_node(f),
-						     kvf_fabric_node_name(f));
+		size_t cap;
+		uint8_t *b = tx_ctrl(t, &cap);
+		t->hlen = b ? (uint32_t)tcp_enc_hello_ok(b, cap, h->request_id, fab_node(f), kvf_fabric_node_name(f)) : 0;
+		if (!t->hlen) {
+			tx_unpush(c);
+			return KVF_E_NOMEM;
+		}
 		return 0;
 	}
 	case TCP_NOTIFY: {
@@ -806,8 +840,15 @@ static int conn_open(struct tcp_tp *tp, struct tcp_peer *tpp, int idx)
 	c->ev = KVF_EV_READ | KVF_EV_WRITE;
 	/* HELLO first; requests are pipelined behind it */
 	struct tcp_tx *t = tx_push(c);
-	t->hlen = (uint32_t)tcp_enc_hello(t->hdr, sizeof(t->hdr), fab_node(tp->f), kvf_fabric_node_name(tp->f),
-					  p->node);
+	size_t cap;
+	uint8_t *b = tx_ctrl(t, &cap);
+	t->hlen = b ? (uint32_t)tcp_enc_hello(b, cap, fab_node(tp->f), kvf_fabric_node_name(tp->f), p->node) : 0;
+	if (!t->hlen) {
+		tpp->conns[idx] = c;
+		c->tpeer = tpp;
+		conn_die(c, KVF_E_NOMEM, "out of memory for HELLO");
+		return 0;
+	}
 	struct tcp_chunk *k = &c->ch[(c->ch_head + c->ch_n) % c->ch_cap];
 	c->ch_n++;
 	k->req = NULL;
@@ -867,7 +908,14 @@ static void tcp_pump(struct tcp_tp *tp, struct tcp_peer *tpp)
 		struct fab_req *r = fab_rq_pop(&tpp->nq);
 		struct tcp_tx *t = tx_push(c);
 		uint32_t rid = c->next_rid++;
-		t->hlen = (uint32_t)tcp_enc_notify(t->hdr, sizeof(t->hdr), rid, r->msg, r->msg_len);
+		size_t cap;
+		uint8_t *b = tx_ctrl(t, &cap);
+		t->hlen = b ? (uint32_t)tcp_enc_notify(b, cap, rid, r->msg, r->msg_len) : 0;
+		if (!t->hlen) {
+			tx_unpush(c);
+			fab_req_stop(r, KVF_E_NOMEM, "tcp: out of memory for a notification");
+			continue;
+		}
 		struct tcp_chunk *k = ch_push(c);
 		k->req = r;
 		k->rid = rid;

@@ -499,6 +499,10 @@ static int xfer(struct ctx *c, int opcode, const kvf_fabric_rdesc *d, const kvf_
 	for (;;) {
 		kvf_fabric_comp cp;
 		if (kvf_fabric_poll(c->cq, &cp, 1) == 1) {
+			if (cp.kind != KVF_FABRIC_COMP_XFER || cp.req != req) {
+				fprintf(stderr, "stray completion (cookie %llu)\n", (unsigned long long)cp.cookie);
+				continue;
+			}
 			snprintf(detail, cap, "%s", cp.detail);
 			return cp.status;
 		}
@@ -693,8 +697,8 @@ static void case_multipeer(struct ctx *c)
 	int *st = malloc(sizeof(int) * total);
 	uint32_t *blk = malloc(sizeof(uint32_t) * total * nops);
 	size_t need = (size_t)total * nops * 65536;
-	if (need > c->llen)
-		need = c->llen;
+	if (need > c->main_len)
+		need = c->main_len;
 	int posted = 0;
 	uint32_t nhalf = (uint32_t)(c->main_len / 2 / 65536);
 	for (int i = 0; i < per; i++) {
@@ -702,13 +706,14 @@ static void case_multipeer(struct ctx *c)
 			int id = i * c->nt + k;
 			kvf_fabric_op ops[8];
 			for (int j = 0; j < nops; j++) {
-				size_t lo = ((size_t)id * nops + j) * 65536 % c->llen;
+				size_t lo = ((size_t)id * nops + j) * 65536 % c->main_len;
 				blk[id * nops + j] = (uint32_t)(rnd() % nhalf);
 				ops[j] = (kvf_fabric_op){ c->local + lo, blk[id * nops + j], 0, 65536 };
 			}
 			st[id] = 1;
 			if (kvf_fabric_post(c->cq, KVF_FABRIC_READ, c->t[k].desc[s], ops, nops, (uint64_t)id, NULL) < 0) {
 				failf("multipeer: post: %s", kvf_errmsg());
+				wait_n(c, posted, NULL, st, c->o->timeout_ms + 5000);
 				goto out;
 			}
 			posted++;
