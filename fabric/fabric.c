@@ -40,6 +40,7 @@
 #include "common/kvf_net.h"
 #include "common/kvf_time.h"
 #include "fabric/fabric_int.h"
+#include "fabric/tcp_proto.h"
 
 enum {
 	M_BYTES, M_OPS, M_ERRORS, M_LAT, M_SERVED, M_PEER_FAILS, M_INFLIGHT, M_N
@@ -376,6 +377,7 @@ void fab_served(kvf_fabric *f, int tkind, int opcode, uint64_t bytes)
 
 static void fence_check(struct fab_peer *p);
 static void on_tick(kvf_loop *loop, kvf_timer *t, void *ud);
+static void att_drop_all(struct fab_peer *p, int err, const char *why);
 
 static void cq_push_done(kvf_fabric_cq *cq, struct fab_req *r)
 {
@@ -551,6 +553,7 @@ void fab_peer_fail(struct fab_peer *p, int err, const char *fmt, ...)
 		if (f->tp[t] && f->tr[t]->peer_fail)
 			f->tr[t]->peer_fail(f->tp[t], p, err, detail);
 	p->failing--;
+	att_drop_all(p, err, detail);
 	while (p->fence_head) {
 		struct fab_req *r = p->fence_head;
 		p->fence_head = r->anext;
@@ -610,6 +613,196 @@ void fab_deliver_notif(kvf_fabric *f, const uint8_t node[16], const char *name, 
 	}
 }
 
+/* ---- attachments ---- */
+
+static struct fab_attach *att_lookup(struct fab_peer *p, uint32_t region)
+{
+	for (struct fab_attach *a = p->atts; a; a = a->next)
+		if (a->region == region)
+			return a;
+	return NULL;
+}
+
+static void att_park(struct fab_attach *a, struct fab_req *r)
+{
+	r->tnext = NULL;
+	if (a->wait_tail)
+		a->wait_tail->tnext = r;
+	else
+		a->wait_head = r;
+	a->wait_tail = r;
+}
+
+static void att_unlink(struct fab_peer *p, struct fab_attach *a)
+{
+	for (struct fab_attach **pp = &p->atts; *pp; pp = &(*pp)->next) {
+		if (*pp == a) {
+			*pp = a->next;
+			break;
+		}
+	}
+}
+
+/* Checks r against what the target vouched for; 0 or KVF_E_ACCESS. */
+static int att_check(const struct fab_attach *a, const struct fab_req *r, char *why, size_t cap)
+{
+	const kvf_fabric_rdesc *d = r->rd;
+	int t = r->tkind;
+	if (d->mem != a->mem) {
+		snprintf(why, cap, "%s: descriptor memory kind differs from the region's", d->name);
+		return KVF_E_ACCESS;
+	}
+	if (d->key[t].present != a->key[t].present || d->key[t].key != a->key[t].key ||
+	    d->key[t].xlen != a->key[t].xlen || memcmp(d->key[t].x, a->key[t].x, d->key[t].xlen) != 0) {
+		snprintf(why, cap, "%s: descriptor's %s key is not the region's", d->name, kvf_fabric_transport_name(t));
+		return KVF_E_ACCESS;
+	}
+	uint32_t last = UINT32_MAX;
+	for (uint32_t i = 0; i < r->nops; i++) {
+		uint32_t bi = r->ops[i].blk;
+		if (bi == last)
+			continue;
+		last = bi;
+		const struct fab_rblock *b = &d->blocks[bi];
+		if (b->addr < a->base || b->len > a->len || b->addr - a->base > a->len - b->len) {
+			snprintf(why, cap, "%s: block %u outside region %u", d->name, bi, a->region);
+			return KVF_E_ACCESS;
+		}
+		if (fab_token(a->secret, a->region, b->addr, b->len) != b->token) {
+			snprintf(why, cap, "%s: bad access token for block %u of region %u", d->name, bi, a->region);
+			return KVF_E_ACCESS;
+		}
+	}
+	return 0;
+}
+
+static void att_submit(kvf_fabric *f, struct fab_peer *p, struct fab_attach *a, struct fab_req *r)
+{
+	char why[160];
+	if (atomic_load_explicit(&r->cancel, memory_order_acquire)) {
+		fab_req_stop(r, KVF_E_CANCELED, "canceled");
+		return;
+	}
+	int rc = att_check(a, r, why, sizeof(why));
+	if (rc < 0) {
+		fab_req_stop(r, rc, why);
+		return;
+	}
+	f->tr[r->tkind]->submit(f->tp[r->tkind], p, r);
+}
+
+static void attach_route(kvf_fabric *f, struct fab_peer *p, struct fab_req *r)
+{
+	struct fab_attach *a = att_lookup(p, r->rd->region);
+	if (a && a->state == FAB_ATT_READY) {
+		att_submit(f, p, a, r);
+		return;
+	}
+	if (!a) {
+		a = kvf_calloc(1, sizeof(*a));
+		if (!a) {
+			fab_req_stop(r, KVF_E_NOMEM, "fabric: out of memory for an attachment");
+			return;
+		}
+		a->region = r->rd->region;
+		a->blk = r->rd->blocks[r->ops[0].blk];
+		a->next = p->atts;
+		p->atts = a;
+		att_park(a, r);
+		fab_tcp_send_attach(f->tp[KVF_FABRIC_TCP], p, a);
+		return;
+	}
+	att_park(a, r);
+}
+
+void fab_attach_reply(struct fab_peer *p, struct fab_attach *a, int rc, const char *why,
+		      const struct tcp_attach_ok *ok)
+{
+	kvf_fabric *f = p->f;
+	fab_peer_progress(p);
+	if (rc == 0 && ok->region != a->region) {
+		rc = KVF_E_PROTO;
+		why = "ATTACH_OK for another region";
+	}
+	struct fab_req *w = a->wait_head;
+	a->wait_head = a->wait_tail = NULL;
+	if (rc == 0) {
+		a->state = FAB_ATT_READY;
+		a->mem = ok->mem;
+		a->base = ok->base;
+		a->len = ok->len;
+		memcpy(a->secret, ok->secret, 16);
+		memcpy(a->key, ok->key, sizeof(a->key));
+		while (w) {
+			struct fab_req *nx = w->tnext;
+			w->tnext = NULL;
+			att_submit(f, p, a, w);
+			w = nx;
+		}
+		return;
+	}
+	/* refused: fail the requests that asked with the same block; the others
+	 * ask again with their own token */
+	struct fab_rblock asked = a->blk;
+	att_unlink(p, a);
+	kvf_free(a);
+	char det[200];
+	snprintf(det, sizeof(det), "%s: %s", p->name, why ? why : kvf_strerror(rc));
+	while (w) {
+		struct fab_req *nx = w->tnext;
+		w->tnext = NULL;
+		const struct fab_rblock *b = &w->rd->blocks[w->ops[0].blk];
+		if (b->addr == asked.addr && b->len == asked.len && b->token == asked.token)
+			fab_req_stop(w, rc, det);
+		else
+			attach_route(f, p, w);
+		w = nx;
+	}
+}
+
+/* Fails parked requests and forgets every attachment of p. */
+static void att_drop_all(struct fab_peer *p, int err, const char *why)
+{
+	while (p->atts) {
+		struct fab_attach *a = p->atts;
+		p->atts = a->next;
+		struct fab_req *w = a->wait_head;
+		kvf_free(a);
+		while (w) {
+			struct fab_req *nx = w->tnext;
+			w->tnext = NULL;
+			fab_req_stop(w, err, why);
+			w = nx;
+		}
+	}
+}
+
+/* Removes r from an attachment's wait list; 1 if it was parked. */
+static int att_unpark(struct fab_peer *p, struct fab_req *r)
+{
+	for (struct fab_attach *a = p->atts; a; a = a->next) {
+		struct fab_req *prev = NULL;
+		for (struct fab_req *x = a->wait_head; x; prev = x, x = x->tnext) {
+			if (x != r)
+				continue;
+			if (prev)
+				prev->tnext = x->tnext;
+			else
+				a->wait_head = x->tnext;
+			if (a->wait_tail == x)
+				a->wait_tail = prev;
+			x->tnext = NULL;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int needs_attach(int t)
+{
+	return t == KVF_FABRIC_OFI || t == KVF_FABRIC_VERBS || t == KVF_FABRIC_CUDA_IPC;
+}
+
 /* A request arrives on the fabric thread. */
 static void on_post(kvf_loop *loop, kvf_task *t)
 {
@@ -656,9 +849,12 @@ static void on_post(kvf_loop *loop, kvf_task *t)
 	p->act_tail = r;
 	p->n_active++;
 	int tk = r->tkind;
-	f->tr[tk]->submit(f->tp[tk], p, r); /* r may be complete now: do not touch it */
 	if (tk != KVF_FABRIC_TCP)
 		fab_tcp_ensure_control(tcp, p);
+	if (needs_attach(tk))
+		attach_route(f, p, r);
+	else
+		f->tr[tk]->submit(f->tp[tk], p, r); /* r may be complete now: do not touch it */
 }
 
 static void on_tick(kvf_loop *loop, kvf_timer *t, void *ud)
@@ -712,7 +908,10 @@ static void on_kick(kvf_loop *loop, kvf_task *t)
 			continue;
 		}
 		set_status(r, KVF_E_CANCELED, "canceled");
-		f->tr[r->tkind]->cancel(f->tp[r->tkind], p, r);
+		if (att_unpark(p, r))
+			fab_req_stop(r, KVF_E_CANCELED, "canceled");
+		else
+			f->tr[r->tkind]->cancel(f->tp[r->tkind], p, r);
 	}
 }
 
@@ -941,6 +1140,7 @@ void kvf_fabric_close(kvf_fabric *f)
 	while (f->peers) {
 		struct fab_peer *p = f->peers;
 		f->peers = p->next;
+		att_drop_all(p, KVF_E_CANCELED, "fabric closing");
 		kvf_free(p);
 	}
 	for (uint32_t i = 0; i < f->nregions; i++) {

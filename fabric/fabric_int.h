@@ -200,6 +200,40 @@ void fab_rq_push(struct fab_rq *q, struct fab_req *r);
 struct fab_req *fab_rq_pop(struct fab_rq *q);
 int fab_rq_remove(struct fab_rq *q, struct fab_req *r); /* 1 if found */
 
+/* ---- attachments (one-sided transports) ----
+ *
+ * Before the first ofi/verbs/cuda_ipc request for a region of a peer, the
+ * core asks the target over the tcp control channel to vouch for it
+ * (ATTACH: the target checks one block's token in software). The answer
+ * carries the region's bounds, token secret and transport keys; from then
+ * on every request is checked here, before the NIC sees it: blocks inside
+ * the attested region, tokens valid under its secret, the descriptor's key
+ * equal to the target's. So forged or stale descriptors fail with ACCESS
+ * on every transport, even where the provider would only drop the
+ * connection (tcp;ofi_rxm) or could not see the token at all (RDMA NICs).
+ */
+enum { FAB_ATT_PENDING = 0, FAB_ATT_READY, FAB_ATT_FAILED };
+
+struct fab_attach {
+	struct fab_attach *next;      /* peer's list */
+	struct fab_attach *send_next; /* tcp transport's send queue */
+	uint32_t region;
+	int state;
+	struct fab_rblock blk;        /* the block whose token asks */
+	uint8_t mem;
+	uint64_t base, len;
+	uint8_t secret[16];
+	struct fab_tkey key[FAB_NT];
+	struct fab_req *wait_head, *wait_tail; /* parked requests (tnext) */
+};
+
+struct tcp_attach_ok;
+/* The tcp transport got the answer to a's ATTACH: ok, or rc < 0 with why. */
+void fab_attach_reply(struct fab_peer *p, struct fab_attach *a, int rc, const char *why,
+		      const struct tcp_attach_ok *ok);
+/* Sends a's ATTACH on p's control connection. */
+void fab_tcp_send_attach(void *tp, struct fab_peer *p, struct fab_attach *a);
+
 /* ---- peers ---- */
 
 enum { FAB_PEER_IDLE = 0, FAB_PEER_CONNECTING, FAB_PEER_READY, FAB_PEER_FAILED };
@@ -224,6 +258,7 @@ struct fab_peer {
 	char last_err[160];
 	kvf_series *m_bytes[FAB_NT][2], *m_ops[FAB_NT][2], *m_err[FAB_NT], *m_lat[FAB_NT];
 	unsigned used_transports;    /* bit per transport that carried a request */
+	struct fab_attach *atts;     /* attachments of its regions */
 	int failing;                 /* inside fab_peer_fail: hold fences */
 };
 

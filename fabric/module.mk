@@ -1,7 +1,11 @@
 # fabric/: KV block transfer library (docs/fabric.md).
 FABRIC_SRCS := fabric/fabric.c fabric/desc.c fabric/fabric_config.c fabric/tcp_proto.c \
-	fabric/transport_tcp.c fabric/transport_shm.c fabric/transport_stubs_tmp.c
+	fabric/transport_tcp.c fabric/transport_shm.c fabric/transport_ofi.c fabric/transport_stubs_tmp.c
 FABRIC_LDLIBS :=
+ifeq ($(HAVE_OFI),1)
+  FABRIC_LDLIBS += $(OFI_LDLIBS)
+  CFLAGS_fabric/transport_ofi.c += $(OFI_CFLAGS)
+endif
 ifeq ($(HAVE_CUDA),1)
   # cudart only: it loads the driver (libcuda.so.1) itself at run time, so
   # binaries start on hosts without a GPU driver; driver entry points are

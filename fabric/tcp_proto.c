@@ -123,6 +123,91 @@ size_t tcp_enc_error(uint8_t *out, size_t cap, uint32_t rid, int code, const cha
 	return finish_ctrl(&w, start, out, cap);
 }
 
+size_t tcp_enc_attach(uint8_t *out, size_t cap, uint32_t rid, uint32_t region, uint64_t blk_addr,
+		      uint64_t blk_len, uint64_t token)
+{
+	kvf_wire_writer w;
+	size_t start;
+	kvf_wire_writer_init(&w, KVF_FRAME_HDR_LEN + TCP_CTRL_MAX);
+	kvf_frame_begin(&w, &(kvf_frame_hdr){ .version = TCP_PROTO_VERSION, .type = TCP_ATTACH, .request_id = rid },
+			&start);
+	kvf_wire_put_u32(&w, region);
+	kvf_wire_put_u64(&w, blk_addr);
+	kvf_wire_put_u64(&w, blk_len);
+	kvf_wire_put_u64(&w, token);
+	return finish_ctrl(&w, start, out, cap);
+}
+
+size_t tcp_enc_attach_ok(uint8_t *out, size_t cap, uint32_t rid, const struct tcp_attach_ok *a)
+{
+	kvf_wire_writer w;
+	size_t start;
+	kvf_wire_writer_init(&w, KVF_FRAME_HDR_LEN + TCP_CTRL_MAX);
+	kvf_frame_begin(&w, &(kvf_frame_hdr){ .version = TCP_PROTO_VERSION, .type = TCP_ATTACH_OK, .request_id = rid },
+			&start);
+	kvf_wire_put_u32(&w, a->region);
+	kvf_wire_put_u8(&w, a->mem);
+	kvf_wire_put_u64(&w, a->base);
+	kvf_wire_put_u64(&w, a->len);
+	kvf_wire_put_bytes(&w, a->secret, 16);
+	uint8_t n = 0;
+	for (int t = 1; t < KVF_FABRIC_NTRANSPORTS; t++)
+		n += a->key[t].present;
+	kvf_wire_put_u8(&w, n);
+	for (int t = 1; t < KVF_FABRIC_NTRANSPORTS; t++) {
+		if (!a->key[t].present)
+			continue;
+		kvf_wire_put_u8(&w, (uint8_t)t);
+		kvf_wire_put_u64(&w, a->key[t].key);
+		kvf_wire_put_blob(&w, a->key[t].x, a->key[t].xlen);
+	}
+	return finish_ctrl(&w, start, out, cap);
+}
+
+int tcp_dec_attach(const uint8_t *p, size_t n, struct tcp_access *a)
+{
+	kvf_wire_reader r;
+	kvf_wire_reader_init(&r, p, n);
+	a->region = kvf_wire_get_u32(&r);
+	a->blk_addr = kvf_wire_get_u64(&r);
+	a->blk_len = kvf_wire_get_u64(&r);
+	a->token = kvf_wire_get_u64(&r);
+	a->addr = a->blk_addr;
+	a->len = a->blk_len;
+	return kvf_wire_reader_done(&r) < 0 ? KVF_E_PROTO : 0;
+}
+
+int tcp_dec_attach_ok(const uint8_t *p, size_t n, struct tcp_attach_ok *a)
+{
+	kvf_wire_reader r;
+	memset(a, 0, sizeof(*a));
+	kvf_wire_reader_init(&r, p, n);
+	a->region = kvf_wire_get_u32(&r);
+	a->mem = kvf_wire_get_u8(&r);
+	a->base = kvf_wire_get_u64(&r);
+	a->len = kvf_wire_get_u64(&r);
+	kvf_wire_get_bytes(&r, a->secret, 16);
+	uint8_t nk = kvf_wire_get_u8(&r);
+	for (unsigned i = 0; i < nk && !kvf_wire_reader_error(&r); i++) {
+		uint8_t t = kvf_wire_get_u8(&r);
+		uint64_t key = kvf_wire_get_u64(&r);
+		uint32_t xlen;
+		const uint8_t *x = kvf_wire_get_blob(&r, &xlen);
+		if (kvf_wire_reader_error(&r))
+			break;
+		if (t == 0 || t >= KVF_FABRIC_NTRANSPORTS || a->key[t].present || xlen > FAB_KEYX_MAX)
+			return KVF_E_PROTO;
+		a->key[t].present = 1;
+		a->key[t].key = key;
+		a->key[t].xlen = (uint16_t)xlen;
+		memcpy(a->key[t].x, x, xlen);
+	}
+	if (kvf_wire_reader_done(&r) < 0 || a->len == 0 || a->base + a->len < a->base ||
+	    (a->mem != KVF_FABRIC_MEM_HOST && a->mem != KVF_FABRIC_MEM_CUDA))
+		return KVF_E_PROTO;
+	return 0;
+}
+
 int tcp_dec_access(const uint8_t *p, size_t n, struct tcp_access *a)
 {
 	kvf_wire_reader r;

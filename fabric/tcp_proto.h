@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "common/kvf_frame.h"
+#include "fabric/fabric_int.h"
 
 #define TCP_PROTO_VERSION 1
 
@@ -25,15 +26,17 @@ enum tcp_msg {
 	TCP_READ = 0x02,
 	TCP_WRITE = 0x03,
 	TCP_NOTIFY = 0x04,
+	TCP_ATTACH = 0x05,
 	TCP_HELLO_OK = 0x81,
 	TCP_READ_DATA = 0x82,
 	TCP_WRITE_OK = 0x83,
 	TCP_NOTIFY_OK = 0x84,
+	TCP_ATTACH_OK = 0x85,
 	TCP_ERROR = 0x7f,
 };
 
 #define TCP_ACCESS_LEN 44          /* region u32, addr, len, blk_addr, blk_len, token u64 */
-#define TCP_CTRL_MAX 512           /* payload limit of HELLO, HELLO_OK, NOTIFY, ERROR */
+#define TCP_CTRL_MAX 2048          /* payload limit of control messages (HELLO, ATTACH_OK, ...) */
 #define TCP_REQ_HDR_MAX (KVF_FRAME_HDR_LEN + TCP_ACCESS_LEN)
 #define TCP_MAX_BODY (1ull << 30)  /* largest READ/WRITE chunk on the wire */
 
@@ -62,7 +65,24 @@ size_t tcp_enc_notify(uint8_t *out, size_t cap, uint32_t rid, const void *msg, u
 /* ERROR {i32 code, str message (truncated to fit)} */
 size_t tcp_enc_error(uint8_t *out, size_t cap, uint32_t rid, int code, const char *msg);
 
+/* ATTACH {u32 region, u64 blk_addr, u64 blk_len, u64 token}: asks the target
+ * to vouch for a region (one-sided transports), proving one block's token. */
+size_t tcp_enc_attach(uint8_t *out, size_t cap, uint32_t rid, uint32_t region, uint64_t blk_addr,
+		      uint64_t blk_len, uint64_t token);
+
+/* ATTACH_OK: what the target vouches for. */
+struct tcp_attach_ok {
+	uint32_t region;
+	uint8_t mem;
+	uint64_t base, len;
+	uint8_t secret[16];          /* token secret: the initiator checks blocks with it */
+	struct fab_tkey key[KVF_FABRIC_NTRANSPORTS]; /* the region's transport keys */
+};
+size_t tcp_enc_attach_ok(uint8_t *out, size_t cap, uint32_t rid, const struct tcp_attach_ok *a);
+
 /* Decoders of the prefixes/payloads above; 0 or KVF_E_PROTO. */
+int tcp_dec_attach(const uint8_t *p, size_t n, struct tcp_access *a);
+int tcp_dec_attach_ok(const uint8_t *p, size_t n, struct tcp_attach_ok *a);
 int tcp_dec_access(const uint8_t *p, size_t n, struct tcp_access *a);
 int tcp_dec_hello(const uint8_t *p, size_t n, uint8_t node[16], char *name, size_t cap, uint8_t expect[16]);
 int tcp_dec_hello_ok(const uint8_t *p, size_t n, uint8_t node[16], char *name, size_t cap);

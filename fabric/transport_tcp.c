@@ -60,7 +60,8 @@ struct tcp_tx {
 };
 
 struct tcp_chunk {
-	struct fab_req *req; /* NULL: HELLO (no reply expected here) */
+	struct fab_req *req; /* NULL: HELLO or ATTACH */
+	struct fab_attach *att; /* ATTACH */
 	uint32_t rid;
 	uint8_t type;        /* TCP_READ, TCP_WRITE, TCP_NOTIFY, TCP_HELLO */
 	uint8_t *local;
@@ -111,6 +112,7 @@ struct tcp_peer {
 	int want;            /* connections wanted: 1 (control) or conns_per_peer */
 	struct fab_rq q;     /* data requests with ops left to issue */
 	struct fab_rq nq;    /* notifies to send */
+	struct fab_attach *aq_head, *aq_tail; /* ATTACHes to send */
 	char hostport[KVF_NET_HOST_MAX + 8];
 	int connected_once;
 };
@@ -420,6 +422,7 @@ static int t_on_hdr(void *ud, const kvf_frame_hdr *h, uint32_t *need)
 	switch (h->type) {
 	case TCP_HELLO:
 	case TCP_NOTIFY:
+	case TCP_ATTACH:
 		if (h->len > TCP_CTRL_MAX)
 			return KVF_E_PROTO;
 		*need = h->len;
@@ -516,6 +519,42 @@ static int t_on_prefix(void *ud, const kvf_frame_hdr *h, const uint8_t *p, uint3
 		if (!t)
 			return KVF_E_PROTO;
 		t->hlen = (uint32_t)tcp_enc_hdr(t->hdr, TCP_NOTIFY_OK, h->request_id, 0);
+		return 0;
+	}
+	case TCP_ATTACH: {
+		struct tcp_access a;
+		if (tcp_dec_attach(p, plen, &a) < 0)
+			return KVF_E_PROTO;
+		fab_region *r = fab_region_by_id(f, a.region);
+		char why[128] = "";
+		uint8_t *where;
+		int rc = KVF_E_ACCESS;
+		if (!r)
+			snprintf(why, sizeof(why), "region %u is not registered here", a.region);
+		else
+			rc = tcp_check_access(&a, r->id, r->base, r->len, r->secret, &where, why, sizeof(why));
+		if (rc < 0) {
+			target_reply_error(c, h->request_id, rc, why, 0);
+			return 0;
+		}
+		struct tcp_attach_ok ok;
+		memset(&ok, 0, sizeof(ok));
+		ok.region = r->id;
+		ok.mem = (uint8_t)r->mem;
+		ok.base = (uint64_t)(uintptr_t)r->base;
+		ok.len = r->len;
+		memcpy(ok.secret, r->secret, 16);
+		memcpy(ok.key, r->key, sizeof(ok.key));
+		struct tcp_tx *t = tx_push(c);
+		if (!t)
+			return KVF_E_PROTO;
+		size_t cap;
+		uint8_t *b = tx_ctrl(t, &cap);
+		t->hlen = b ? (uint32_t)tcp_enc_attach_ok(b, cap, h->request_id, &ok) : 0;
+		if (!t->hlen) {
+			tx_unpush(c);
+			target_reply_error(c, h->request_id, KVF_E_NOMEM, "cannot encode ATTACH_OK", 0);
+		}
 		return 0;
 	}
 	case TCP_READ:
@@ -633,6 +672,11 @@ static int i_on_hdr(void *ud, const kvf_frame_hdr *h, uint32_t *need)
 			return KVF_E_PROTO;
 		*need = 0;
 		return 0;
+	case TCP_ATTACH_OK:
+		if (k->type != TCP_ATTACH || h->len > TCP_CTRL_MAX)
+			return KVF_E_PROTO;
+		*need = h->len;
+		return 0;
 	}
 	snprintf(c->why, sizeof(c->why), "unexpected message type 0x%02x", h->type);
 	return KVF_E_PROTO;
@@ -661,6 +705,15 @@ static int i_on_prefix(void *ud, const kvf_frame_hdr *h, const uint8_t *p, uint3
 		tpp->p->state = FAB_PEER_READY;
 		return 0;
 	}
+	if (h->type == TCP_ATTACH_OK) {
+		struct tcp_attach_ok ok;
+		if (tcp_dec_attach_ok(p, plen, &ok) < 0)
+			return KVF_E_PROTO;
+		struct fab_attach *a = ch_head(c)->att;
+		ch_pop(c);
+		fab_attach_reply(tpp->p, a, 0, NULL, &ok);
+		return 0;
+	}
 	if (h->type == TCP_ERROR) {
 		int code;
 		char msg[256];
@@ -672,6 +725,12 @@ static int i_on_prefix(void *ud, const kvf_frame_hdr *h, const uint8_t *p, uint3
 		if (k->type == TCP_HELLO) {
 			snprintf(c->why, sizeof(c->why), "%s refused the connection: %s", c->addr, msg);
 			return code == KVF_E_NOTFOUND ? KVF_E_PEERDEAD : code;
+		}
+		if (k->type == TCP_ATTACH) {
+			struct fab_attach *a = k->att;
+			ch_pop(c);
+			fab_attach_reply(tpp->p, a, code, msg, NULL);
+			return 0;
 		}
 		struct fab_req *r = k->req;
 		ch_pop(c);
@@ -687,7 +746,7 @@ static int i_on_prefix(void *ud, const kvf_frame_hdr *h, const uint8_t *p, uint3
 static int i_on_frame(void *ud, const kvf_frame_hdr *h)
 {
 	struct tcp_conn *c = ud;
-	if (h->type == TCP_ERROR || h->type == TCP_HELLO_OK) {
+	if (h->type == TCP_ERROR || h->type == TCP_HELLO_OK || h->type == TCP_ATTACH_OK) {
 		tcp_pump(c->tp, c->tpeer);
 		return 0;
 	}
@@ -852,6 +911,7 @@ static int conn_open(struct tcp_tp *tp, struct tcp_peer *tpp, int idx)
 	struct tcp_chunk *k = &c->ch[(c->ch_head + c->ch_n) % c->ch_cap];
 	c->ch_n++;
 	k->req = NULL;
+	k->att = NULL;
 	k->rid = 0;
 	k->type = TCP_HELLO;
 	k->local = NULL;
@@ -900,7 +960,34 @@ static void tcp_pump(struct tcp_tp *tp, struct tcp_peer *tpp)
 	if (!tpp)
 		return;
 	unsigned touched = 0;
-	/* notifies go on connection 0, in order */
+	/* attachments and notifies go on connection 0, in order */
+	while (tpp->aq_head) {
+		struct tcp_conn *c = tpp->conns[0];
+		if (!c || c->state == C_DEAD || c->tx_n + 1 >= c->tx_cap || c->ch_n + 1 >= c->ch_cap)
+			break;
+		struct fab_attach *a = tpp->aq_head;
+		struct tcp_tx *t = tx_push(c);
+		uint32_t rid = c->next_rid++;
+		size_t cap;
+		uint8_t *b = tx_ctrl(t, &cap);
+		t->hlen = b ? (uint32_t)tcp_enc_attach(b, cap, rid, a->region, a->blk.addr, a->blk.len, a->blk.token) : 0;
+		if (!t->hlen) {
+			tx_unpush(c);
+			break; /* retried at the next pump; the hang timer bounds it */
+		}
+		tpp->aq_head = a->send_next;
+		if (!tpp->aq_head)
+			tpp->aq_tail = NULL;
+		a->send_next = NULL;
+		struct tcp_chunk *k = ch_push(c);
+		k->req = NULL;
+		k->att = a;
+		k->rid = rid;
+		k->type = TCP_ATTACH;
+		k->local = NULL;
+		k->len = 0;
+		touched |= 1u;
+	}
 	while (tpp->nq.head) {
 		struct tcp_conn *c = tpp->conns[0];
 		if (!c || c->state == C_DEAD || c->tx_n + 1 >= c->tx_cap || c->ch_n >= c->ch_cap)
@@ -918,6 +1005,7 @@ static void tcp_pump(struct tcp_tp *tp, struct tcp_peer *tpp)
 		}
 		struct tcp_chunk *k = ch_push(c);
 		k->req = r;
+		k->att = NULL;
 		k->rid = rid;
 		k->type = TCP_NOTIFY;
 		k->local = NULL;
@@ -943,6 +1031,7 @@ static void tcp_pump(struct tcp_tp *tp, struct tcp_peer *tpp)
 		struct tcp_tx *t = tx_push(c);
 		struct tcp_chunk *k = ch_push(c);
 		k->req = r;
+		k->att = NULL;
 		k->rid = rid;
 		k->local = op->local + r->cur_off;
 		k->len = len;
@@ -1084,6 +1173,25 @@ void fab_tcp_send_notify(void *v, struct fab_peer *p, struct fab_req *r)
 	tcp_pump(tp, tpp);
 }
 
+void fab_tcp_send_attach(void *v, struct fab_peer *p, struct fab_attach *a)
+{
+	struct tcp_tp *tp = v;
+	struct tcp_peer *tpp = tpeer_get(tp, p);
+	if (!tpp) {
+		fab_attach_reply(p, a, KVF_E_NOMEM, "tcp: out of memory", NULL);
+		return;
+	}
+	a->send_next = NULL;
+	if (tpp->aq_tail)
+		tpp->aq_tail->send_next = a;
+	else
+		tpp->aq_head = a;
+	tpp->aq_tail = a;
+	if (!tpp->conns[0])
+		conn_open(tp, tpp, 0);
+	tcp_pump(tp, tpp);
+}
+
 static void tcp_cancel(void *v, struct fab_peer *p, struct fab_req *r)
 {
 	struct tcp_peer *tpp = p->tstate[KVF_FABRIC_TCP];
@@ -1106,6 +1214,7 @@ static void tcp_peer_fail(void *v, struct fab_peer *p, int err, const char *deta
 		fab_req_stop(r, err, detail);
 	while ((r = fab_rq_pop(&tpp->nq)))
 		fab_req_stop(r, err, detail);
+	tpp->aq_head = tpp->aq_tail = NULL; /* the core drops the attachments */
 	for (int i = 0; i < TCP_MAX_CONNS; i++) {
 		if (!cs[i])
 			continue;

@@ -325,7 +325,11 @@ static int cmd_serve(const struct opts *o)
 
 	signal(SIGTERM, on_term);
 	signal(SIGINT, on_term);
-	uint64_t last_seq = 0;
+	struct {
+		uint8_t node[16];
+		uint64_t last;
+	} seqs[16];
+	int nseqs = 0;
 	uint8_t *scratch = malloc(main_len);
 	while (!stop_flag) {
 		struct pollfd pfd = { kvf_fabric_cq_fd(cq), POLLIN, 0 };
@@ -336,6 +340,15 @@ static int cmd_serve(const struct opts *o)
 			for (int i = 0; i < k; i++) {
 				if (c[i].kind != KVF_FABRIC_COMP_NOTIF)
 					continue;
+				int si;
+				for (si = 0; si < nseqs && memcmp(seqs[si].node, c[i].peer_node, 16); si++)
+					;
+				if (si == nseqs) {
+					si = nseqs < 16 ? nseqs++ : 15;
+					memcpy(seqs[si].node, c[i].peer_node, 16);
+					seqs[si].last = 0;
+				}
+				uint64_t last_seq = seqs[si].last;
 				char msg[KVF_FABRIC_NOTIF_MAX + 1];
 				memcpy(msg, c[i].notif, c[i].notif_len);
 				msg[c[i].notif_len] = 0;
@@ -364,7 +377,7 @@ static int cmd_serve(const struct opts *o)
 						snprintf(box.msg, sizeof(box.msg), "ok");
 					}
 				}
-				last_seq = seq;
+				seqs[si].last = seq;
 				/* payload first, then the sequence number readers poll */
 				struct mailbox *mbx = (struct mailbox *)host;
 				memcpy(&mbx->status, &box.status, sizeof(box) - sizeof(box.seq));
@@ -1160,7 +1173,7 @@ static void case_kill(struct ctx *c)
 	int *st = malloc(sizeof(int) * maxreq);
 	int posted = 0, got = 0;
 	uint64_t t0 = kvf_now_ms(), killed_at = 0;
-	int peer_errs = 0, oks = 0, others = 0;
+	int peer_errs = 0, oks = 0, others = 0, other_code = 0;
 	while (posted < maxreq) {
 		uint64_t now = kvf_now_ms();
 		if (!killed_at && now - t0 >= 100) {
@@ -1199,14 +1212,14 @@ static void case_kill(struct ctx *c)
 		else if (is_peer_error(st[i]))
 			peer_errs++;
 		else
-			others++;
+			others++, other_code = st[i];
 	}
 	if (got == posted && peer_errs > 0 && others == 0 && took <= c->o->timeout_ms + 3000)
 		pass("kill: SIGKILL mid-transfer: %d requests (%d ok before, %d failed with peer errors) all ended "
 		     "%" PRIu64 " ms after the kill", posted, oks, peer_errs, took);
 	else
-		failf("kill: %d/%d completed, %d ok, %d peer errors, %d other errors, last %" PRIu64 " ms after the kill",
-		      got, posted, oks, peer_errs, others, took);
+		failf("kill: %d/%d completed, %d ok, %d peer errors, %d other errors (%s), last %" PRIu64
+		      " ms after the kill", got, posted, oks, peer_errs, others, kvf_errname(other_code), took);
 	free(st);
 	waitpid(ch.pid, NULL, 0);
 	ch.pid = 0;
