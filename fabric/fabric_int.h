@@ -332,6 +332,12 @@ struct fab_dereg_wait;
 void fab_dereg_done(struct fab_dereg_wait *w, int rc);
 struct fab_dereg_wait *fab_dereg_current(kvf_fabric *f);
 
+/* CUDA helpers (transport_cuda_ipc.c; KVF_E_UNSUPPORTED without CUDA):
+ * a dma-buf fd for [base, base+len) of device memory (for ibv_reg_dmabuf_mr),
+ * and the allocation containing p. */
+int fab_cuda_dmabuf_fd(void *base, size_t len, int *fd);
+int fab_cuda_alloc_range(const void *p, uint64_t *base, uint64_t *len);
+
 /* Looks a peer up by node id (fabric thread). */
 struct fab_peer *fab_peer_by_node(kvf_fabric *f, const uint8_t node[16]);
 

@@ -1,10 +1,14 @@
 # fabric/: KV block transfer library (docs/fabric.md).
-FABRIC_SRCS := fabric/fabric.c fabric/desc.c fabric/fabric_config.c fabric/tcp_proto.c \
-	fabric/transport_tcp.c fabric/transport_shm.c fabric/transport_ofi.c fabric/transport_stubs_tmp.c
+FABRIC_SRCS := fabric/fabric.c fabric/desc.c fabric/fabric_config.c fabric/tcp_proto.c fabric/verbs_plan.c \
+	fabric/transport_tcp.c fabric/transport_shm.c fabric/transport_ofi.c fabric/transport_verbs.c \
+	fabric/transport_cuda_ipc.c
 FABRIC_LDLIBS :=
 ifeq ($(HAVE_OFI),1)
   FABRIC_LDLIBS += $(OFI_LDLIBS)
   CFLAGS_fabric/transport_ofi.c += $(OFI_CFLAGS)
+endif
+ifeq ($(HAVE_VERBS),1)
+  FABRIC_LDLIBS += $(VERBS_LDLIBS)
 endif
 ifeq ($(HAVE_CUDA),1)
   # cudart only: it loads the driver (libcuda.so.1) itself at run time, so
@@ -13,6 +17,7 @@ ifeq ($(HAVE_CUDA),1)
   FABRIC_CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
   FABRIC_LDLIBS += $(FABRIC_CUDA_LDLIBS)
   CFLAGS_fabric/tools/fabric_test.c += $(CUDA_CFLAGS)
+  CFLAGS_fabric/transport_cuda_ipc.c += $(CUDA_CFLAGS)
 endif
 # Diagnostic strings (peer names, error details) are cut to fixed buffers on
 # purpose.
