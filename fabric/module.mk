@@ -26,3 +26,17 @@ $(eval $(call kvf_library,fabric,$(FABRIC_SRCS),$(FABRIC_LDLIBS)))
 
 # Conformance driver (tests/integration/fabric_conformance.sh).
 $(eval $(call kvf_program,kvf-fabric-test,fabric/tools/fabric_test.c,fabric common))
+
+# Unit tests of the pure parts (cmocka, -ut libraries: leak-checked).
+$(eval $(call kvf_unit_test,test_fabric,tests/unit/test_fabric.c,fabric common))
+
+# The running fabric in one process (cmocka). Linked with the normal
+# libraries, not the -ut twins: the fabric's thread allocates while the test
+# thread does, and cmocka's test allocator is single-threaded.
+FABRIC_LB_OBJS := $(OBJDIR)/tests/unit/test_fabric_loopback.o
+$(UTDIR)/test_fabric_loopback: $(FABRIC_LB_OBJS) $(call lib_paths,fabric common)
+	$(call msg,LD,$@)
+	$(Q)mkdir -p $(@D) && $(CC) $(LDFLAGS) -o $@ $(FABRIC_LB_OBJS) $(call lib_paths,fabric common) \
+		$(call lib_ldlibs,fabric common) $(CMOCKA_LDLIBS) $(LDLIBS_BASE)
+UNIT_TESTS += $(UTDIR)/test_fabric_loopback
+DEPFILES += $(FABRIC_LB_OBJS:.o=.d)

@@ -87,8 +87,7 @@ struct ofi_tp {
 	size_t nchunks;
 	struct ofi_peer *busy;
 	kvf_timer poll_timer;
-	kvf_task again;
-	int again_posted;
+	kvf_timer again;         /* 0 ms: progress again next iteration (stoppable, unlike a task) */
 };
 
 static void ofi_progress(struct ofi_tp *tp);
@@ -246,11 +245,9 @@ static void complete(struct ofi_tp *tp, struct ofi_ctx *c, int err, const char *
 	fab_req_unit_done(r, err ? 0 : len, err, why);
 }
 
-static void again_task(kvf_loop *loop, kvf_task *t)
+static void again_cb(kvf_loop *loop, kvf_timer *t, void *ud)
 {
-	struct ofi_tp *tp = t->arg;
-	tp->again_posted = 0;
-	ofi_progress(tp);
+	ofi_progress(ud);
 }
 
 static void ofi_progress(struct ofi_tp *tp)
@@ -299,10 +296,8 @@ static void ofi_progress(struct ofi_tp *tp)
 	/* sleep on the fd only when libfabric says nothing is pending */
 	if (tp->cq_fd >= 0) {
 		struct fid *fids[1] = { &tp->cq->fid };
-		if (fi_trywait(tp->fabric, fids, 1) == -FI_EAGAIN && !tp->again_posted) {
-			tp->again_posted = 1;
-			kvf_loop_post(fab_loop(tp->f), &tp->again);
-		}
+		if (fi_trywait(tp->fabric, fids, 1) == -FI_EAGAIN && !kvf_timer_armed(&tp->again))
+			kvf_loop_timer_start(fab_loop(tp->f), &tp->again, 0, 0, again_cb, tp);
 	}
 	kvf_loop *loop = fab_loop(tp->f);
 	if (tp->outstanding || tp->busy) {
@@ -334,6 +329,8 @@ static void ofi_close(void *v)
 	kvf_loop *loop = fab_loop(tp->f);
 	if (kvf_timer_armed(&tp->poll_timer))
 		kvf_loop_timer_stop(loop, &tp->poll_timer);
+	if (kvf_timer_armed(&tp->again))
+		kvf_loop_timer_stop(loop, &tp->again);
 	if (tp->cq_fd >= 0)
 		kvf_loop_del_fd(loop, tp->cq_fd);
 	if (tp->ep)
@@ -381,8 +378,6 @@ static int ofi_open(kvf_fabric *f, void **out)
 		return kvf_errf(KVF_E_NOMEM, "ofi: open");
 	tp->f = f;
 	tp->cq_fd = -1;
-	tp->again.fn = again_task;
-	tp->again.arg = tp;
 	const char *node = fab_advertise_host(f);
 	const char *auto_forced[] = { "efa", "verbs;ofi_rxm", "tcp;ofi_rxm", NULL };
 	const char *auto_only[] = { "efa", "verbs;ofi_rxm", NULL };

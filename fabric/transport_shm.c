@@ -113,8 +113,7 @@ struct shm_tp {
 	uint64_t slice;
 	struct shm_srv *srv;
 	struct shm_job *jobs, *jobs_tail, *free_jobs;
-	kvf_task pump;
-	int pump_posted;
+	kvf_timer pump;          /* 0 ms: copy the next slices next iteration */
 	/* revocation in progress */
 	struct fab_dereg_wait *dw;
 	uint32_t dw_region;
@@ -769,10 +768,9 @@ static uint64_t job_step(struct shm_tp *tp, struct shm_job *j, uint64_t budget)
 	return done;
 }
 
-static void pump_task(kvf_loop *loop, kvf_task *t)
+static void pump_cb(kvf_loop *loop, kvf_timer *t, void *ud)
 {
-	struct shm_tp *tp = t->arg;
-	tp->pump_posted = 0;
+	struct shm_tp *tp = ud;
 	uint64_t budget = tp->slice;
 	while (tp->jobs && budget) {
 		struct shm_job *j = tp->jobs;
@@ -792,10 +790,8 @@ static void pump_task(kvf_loop *loop, kvf_task *t)
 
 static void shm_kick(struct shm_tp *tp)
 {
-	if (tp->pump_posted)
-		return;
-	tp->pump_posted = 1;
-	kvf_loop_post(fab_loop(tp->f), &tp->pump);
+	if (!kvf_timer_armed(&tp->pump))
+		kvf_loop_timer_start(fab_loop(tp->f), &tp->pump, 0, 0, pump_cb, tp);
 }
 
 /* ---- vtable ---- */
@@ -809,8 +805,6 @@ static int shmt_open(kvf_fabric *f, void **out)
 	tp->pid = (uint32_t)getpid();
 	tp->allow_pvm = fab_opts(f)->shm_process_vm;
 	tp->slice = fab_opts(f)->shm_slice_bytes ? fab_opts(f)->shm_slice_bytes : (1u << 20);
-	tp->pump.fn = pump_task;
-	tp->pump.arg = tp;
 	const uint8_t *n = fab_node(f);
 	int k = snprintf(tp->name, sizeof(tp->name), "kvf-fabric-");
 	for (int i = 0; i < 16; i++)
@@ -851,6 +845,8 @@ static void shm_close(void *v)
 	close(tp->lfd);
 	if (kvf_timer_armed(&tp->dw_timer))
 		kvf_loop_timer_stop(loop, &tp->dw_timer);
+	if (kvf_timer_armed(&tp->pump))
+		kvf_loop_timer_stop(loop, &tp->pump);
 	while (tp->free_jobs) {
 		struct shm_job *j = tp->free_jobs;
 		tp->free_jobs = j->next;
