@@ -19,9 +19,6 @@ ifeq ($(HAVE_CUDA),1)
   CFLAGS_fabric/tools/fabric_test.c += $(CUDA_CFLAGS)
   CFLAGS_fabric/transport_cuda_ipc.c += $(CUDA_CFLAGS)
 endif
-# Diagnostic strings (peer names, error details) are cut to fixed buffers on
-# purpose.
-$(foreach s,$(FABRIC_SRCS) fabric/tools/fabric_test.c,$(eval CFLAGS_$(s) += -Wno-format-truncation))
 $(eval $(call kvf_library,fabric,$(FABRIC_SRCS),$(FABRIC_LDLIBS)))
 
 # Conformance driver (tests/integration/fabric_conformance.sh).
@@ -40,3 +37,8 @@ $(UTDIR)/test_fabric_loopback: $(FABRIC_LB_OBJS) $(call lib_paths,fabric common)
 		$(call lib_ldlibs,fabric common) $(CMOCKA_LDLIBS) $(LDLIBS_BASE)
 UNIT_TESTS += $(UTDIR)/test_fabric_loopback
 DEPFILES += $(FABRIC_LB_OBJS:.o=.d)
+
+# Fuzz targets of the wire parsers (make fuzz; make test replays the corpus).
+FABRIC_FUZZ_LIB := fabric/desc.c fabric/tcp_proto.c fabric/verbs_plan.c common/frame.c common/wire.c common/err.c
+$(eval $(call kvf_fuzz,fuzz_fabric_desc,tests/fuzz/fuzz_fabric_desc.c $(FABRIC_FUZZ_LIB)))
+$(eval $(call kvf_fuzz,fuzz_fabric_tcp,tests/fuzz/fuzz_fabric_tcp.c $(FABRIC_FUZZ_LIB)))
