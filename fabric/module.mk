@@ -42,3 +42,10 @@ DEPFILES += $(FABRIC_LB_OBJS:.o=.d)
 FABRIC_FUZZ_LIB := fabric/desc.c fabric/tcp_proto.c fabric/verbs_plan.c common/frame.c common/wire.c common/err.c
 $(eval $(call kvf_fuzz,fuzz_fabric_desc,tests/fuzz/fuzz_fabric_desc.c $(FABRIC_FUZZ_LIB)))
 $(eval $(call kvf_fuzz,fuzz_fabric_tcp,tests/fuzz/fuzz_fabric_tcp.c $(FABRIC_FUZZ_LIB)))
+
+# kvf-fabric-bench (bench/fabric_bench.c): make bench-fabric.
+$(eval $(call kvf_program,kvf-fabric-bench,bench/fabric_bench.c,fabric common))
+ifeq ($(HAVE_CUDA),1)
+  CFLAGS_bench/fabric_bench.c += $(CUDA_CFLAGS)
+endif
+$(eval $(call kvf_bench,fabric,$(BINDIR)/kvf-fabric-bench,$(BINDIR)/kvf-fabric-bench))
