@@ -24,6 +24,7 @@
  * peer) from the top of the loop.
  */
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -860,6 +861,40 @@ static struct tcp_peer *tpeer_get(struct tcp_tp *tp, struct fab_peer *p)
 	return tpp;
 }
 
+/* Non-blocking connect to "host:port" (own helper rather than
+ * kvf_net_connect_tcp, which reads the addrinfo list after freeing it). */
+static int connect_nb(const char *hostport, int *fd_out)
+{
+	char host[KVF_NET_HOST_MAX], port[8];
+	uint16_t p;
+	int rc = kvf_net_parse_hostport(hostport, host, sizeof(host), &p);
+	if (rc < 0)
+		return rc;
+	snprintf(port, sizeof(port), "%u", p);
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res;
+	int gai = getaddrinfo(host[0] ? host : "127.0.0.1", port, &hints, &res);
+	if (gai != 0)
+		return kvf_errf(KVF_E_NOTFOUND, "resolve %s: %s", hostport, gai_strerror(gai));
+	int err = ECONNREFUSED;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
+			freeaddrinfo(res);
+			kvf_net_set_nodelay(fd, 1);
+			*fd_out = fd;
+			return 0;
+		}
+		err = errno;
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return kvf_errf(kvf_err_from_errno(err), "connect to %s: %s", hostport, strerror(err));
+}
+
 static int conn_open(struct tcp_tp *tp, struct tcp_peer *tpp, int idx)
 {
 	struct fab_peer *p = tpp->p;
@@ -868,7 +903,7 @@ static int conn_open(struct tcp_tp *tp, struct tcp_peer *tpp, int idx)
 			return kvf_errf(KVF_E_PROTO, "peer %s: bad tcp address", p->name);
 	}
 	int fd;
-	int rc = kvf_net_connect_tcp(tpp->hostport, 1, &fd);
+	int rc = connect_nb(tpp->hostport, &fd);
 	struct tcp_conn *c = NULL;
 	if (rc == 0)
 		c = conn_new(tp, fd, ROLE_INIT);

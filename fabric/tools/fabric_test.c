@@ -227,6 +227,20 @@ static int mem_alloc(const struct opts *o, size_t len, uint8_t **out)
 	return 0;
 }
 
+static void mem_free(const struct opts *o, uint8_t *p)
+{
+#if KVF_HAVE_CUDA
+	if (o->cuda) {
+		cudaFree(p);
+		return;
+	}
+#endif
+	if (!o->no_memfd)
+		kvf_fabric_mem_free(p);
+	else
+		free(p);
+}
+
 /* Host view of device memory for filling/checking (identity for host). */
 static void mem_to_dev(const struct opts *o, uint8_t *dst, const uint8_t *src, size_t n)
 {
@@ -389,8 +403,10 @@ static int cmd_serve(const struct opts *o)
 		}
 	}
 	free(scratch);
+	free(host);
 	kvf_fabric_cq_destroy(cq);
 	kvf_fabric_close(f);
+	mem_free(o, region);
 	return 0;
 }
 
@@ -1307,6 +1323,8 @@ static int cmd_run(const struct opts *o)
 		unload_target(&c.t[i]);
 	kvf_fabric_cq_destroy(c.cq);
 	kvf_fabric_close(c.f);
+	mem_free(o, c.local);
+	free(c.hbuf);
 	return fails ? 1 : 0;
 }
 

@@ -32,14 +32,21 @@ for tr in $TRANSPORTS; do
     fi
   done
   if [ $ok -eq 1 ]; then
-    "$T" run -t "$tr" "${dirs[@]}" --timeout-ms "$TIMEOUT_MS" -c all 2>"$KVF_TMP/$tr-run.log"
+    "$T" run -t "$tr" "${dirs[@]}" --timeout-ms "$TIMEOUT_MS" -c all \
+      >"$KVF_TMP/$tr-run.out" 2>"$KVF_TMP/$tr-run.log"
     rc=$?
-    if [ $rc -ne 0 ] && ! grep -q '^FAIL' "$KVF_TMP/$tr-run.log"; then
-      # a crash prints no FAIL line of its own
-      tail -n 20 "$KVF_TMP/$tr-run.log" | sed 's/^/  /'
+    cat "$KVF_TMP/$tr-run.out"
+    if [ $rc -ne 0 ]; then
+      tail -n 30 "$KVF_TMP/$tr-run.log" | sed 's/^/  /'
+      # a crash (or a sanitizer report) prints no FAIL line of its own
+      grep -q '^FAIL' "$KVF_TMP/$tr-run.out" || fail "fabric $tr run" "exit status $rc without a FAIL line (crash?)"
     fi
-    [ $rc -eq 0 ] || [ $rc -eq 1 ] || fail "fabric $tr run" "exit status $rc (crash?)"
   fi
+  for i in 1 2 3; do
+    if grep -q 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$KVF_TMP/$tr-target$i.log"; then
+      fail "fabric $tr target $i" "sanitizer report: $(grep -m1 'ERROR\|runtime error' "$KVF_TMP/$tr-target$i.log")"
+    fi
+  done
   for p in "${tpids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${tpids[@]}"; do wait "$p" 2>/dev/null; done
 done
