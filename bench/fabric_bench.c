@@ -281,10 +281,18 @@ static void record(const char *tn, const char *kind, const char *op, uint64_t bs
 }
 
 struct tres {
-	double read_1m, read_4m; /* GB/s */
+	double read_1m, read_4m; /* GB/s, measured next to their baseline */
+	double base_1m, base_4m; /* that baseline, GB/s (iperf3, memcpy, cudaMemcpy) */
 	double post16k;          /* ops/s */
 	int ran;
+	char base_why[128];
 };
+
+static double memcpy_gbps(size_t len, size_t chunk);
+static double iperf3_gbps(char *why, size_t cap);
+#if KVF_HAVE_CUDA
+static double cuda_d2d_gbps(void);
+#endif
 
 static int bench_transport(int t, const char *self, struct tres *out, json_t *skipped)
 {
@@ -330,10 +338,6 @@ static int bench_transport(int t, const char *self, struct tres *out, json_t *sk
 	for (size_t s = 0; s < NS; s++) {
 		struct point p = run(&c, KVF_FABRIC_READ, s, 16, 4, seconds, 0);
 		record(tn, "bw", "read", sizes[s], 16, 4, p);
-		if (sizes[s] == (1u << 20))
-			out->read_1m = p.gbps;
-		if (sizes[s] == (4u << 20))
-			out->read_4m = p.gbps;
 	}
 	for (size_t s = 0; s < NS; s += 2)
 		record(tn, "bw", "write", sizes[s], 16, 4, run(&c, KVF_FABRIC_WRITE, s, 16, 4, seconds, 0));
@@ -349,6 +353,40 @@ static int bench_transport(int t, const char *self, struct tres *out, json_t *sk
 	record(tn, "post", "read", sizes[0], 64, 4, pr);
 	out->post16k = pr.ops_s;
 	out->ran = 1;
+	/* ratio points: the fabric figure between two runs of its baseline, so
+	 * both see the same machine load (two cores are shared) */
+	for (int k = 0; k < 2; k++) {
+		size_t s = k ? NS - 1 : 3; /* 1 MiB, 4 MiB */
+		double b1 = -1, b2 = -1;
+		if (t == KVF_FABRIC_TCP)
+			b1 = iperf3_gbps(out->base_why, sizeof(out->base_why));
+		else if (t == KVF_FABRIC_SHM)
+			b1 = memcpy_gbps(64u << 20, sizes[s]);
+#if KVF_HAVE_CUDA
+		else if (t == KVF_FABRIC_CUDA_IPC)
+			b1 = cuda_d2d_gbps();
+#endif
+		if (b1 <= 0)
+			break;
+		struct point p = run(&c, KVF_FABRIC_READ, s, 16, 4, seconds * 2.5, 0);
+		record(tn, "ratio", "read", sizes[s], 16, 4, p);
+		if (t == KVF_FABRIC_TCP)
+			b2 = iperf3_gbps(out->base_why, sizeof(out->base_why));
+		else if (t == KVF_FABRIC_SHM)
+			b2 = memcpy_gbps(64u << 20, sizes[s]);
+#if KVF_HAVE_CUDA
+		else
+			b2 = cuda_d2d_gbps();
+#endif
+		double b = b2 > 0 ? (b1 + b2) / 2 : b1;
+		if (k) {
+			out->read_4m = p.gbps;
+			out->base_4m = b;
+		} else {
+			out->read_1m = p.gbps;
+			out->base_1m = b;
+		}
+	}
 	kvf_buf b = KVF_BUF_INIT;
 	kvf_fabric_show_peers(c.f, 0, &b);
 	fprintf(stderr, "%s", b.data ? b.data : "");
@@ -374,16 +412,18 @@ static int bench_transport(int t, const char *self, struct tres *out, json_t *sk
 
 /* ---- baselines ---- */
 
-static double memcpy_gbps(size_t len)
+/* Single-thread memcpy over len bytes in chunk-sized copies: the shm
+ * transport's work for blocks of that size, done directly. */
+static double memcpy_gbps(size_t len, size_t chunk)
 {
 	uint8_t *a = aligned_alloc(4096, len), *b = aligned_alloc(4096, len);
 	memset(a, 1, len);
 	memset(b, 2, len);
-	uint64_t bytes = 0, t0 = kvf_now_ns(), end = t0 + (uint64_t)(seconds * 1e9);
+	uint64_t bytes = 0, t0 = kvf_now_ns(), end = t0 + (uint64_t)(seconds * 2.5e9);
 	while (kvf_now_ns() < end) {
-		for (size_t off = 0; off < len; off += 1u << 20) {
-			memcpy(b + off, a + off, 1u << 20);
-			bytes += 1u << 20;
+		for (size_t off = 0; off + chunk <= len; off += chunk) {
+			memcpy(b + off, a + off, chunk);
+			bytes += chunk;
 		}
 	}
 	double g = (double)bytes / ((double)(kvf_now_ns() - t0) / 1e9) / 1e9;
@@ -425,7 +465,8 @@ static double iperf3_gbps(char *why, size_t cap)
 	}
 	usleep(300000);
 	char cmd[200];
-	snprintf(cmd, sizeof(cmd), "iperf3 -c 127.0.0.1 -p %d -t %.1f -J 2>/dev/null", port, seconds * 5 < 1 ? 1.0 : seconds * 5);
+	snprintf(cmd, sizeof(cmd), "iperf3 -c 127.0.0.1 -p %d -t %.1f -J 2>/dev/null", port,
+		 seconds * 2.5 < 1 ? 1.0 : seconds * 2.5);
 	FILE *fp = popen(cmd, "r");
 	double g = -1;
 	if (fp) {
@@ -520,45 +561,39 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: failed\n", tn);
 	}
 
-	/* baselines and ratios */
+	/* baselines and ratios (measured next to their fabric points) */
 	json_t *base = json_object(), *ratios = json_object();
-	char why[128] = "";
-	printf("\nbaselines (same run):\n");
-	if (tr[KVF_FABRIC_TCP].ran) {
-		double ip = iperf3_gbps(why, sizeof(why));
-		if (ip > 0) {
-			printf("  iperf3 loopback, 1 stream: %.2f GB/s\n", ip);
-			json_object_set_new(base, "iperf3_loopback_GBps", json_real(ip));
-			double r1 = tr[KVF_FABRIC_TCP].read_1m / ip, r4 = tr[KVF_FABRIC_TCP].read_4m / ip;
-			printf("  tcp READ 1 MiB / iperf3 = %.2f, 4 MiB / iperf3 = %.2f (target >= 0.8)\n", r1, r4);
-			json_object_set_new(ratios, "tcp_read_1MiB_vs_iperf3", json_real(r1));
-			json_object_set_new(ratios, "tcp_read_4MiB_vs_iperf3", json_real(r4));
-		} else {
-			printf("  iperf3: %s\n", why);
-			json_object_set_new(base, "iperf3_skipped", json_string(why));
+	printf("\nbaselines (same run, measured right before and after the ratio points):\n");
+	struct {
+		int t;
+		const char *base_name, *ratio_name, *what;
+		double target;
+	} rt[] = {
+		{ KVF_FABRIC_TCP, "iperf3_loopback_GBps", "tcp_read_%s_vs_iperf3", "iperf3 loopback, 1 stream", 0.8 },
+		{ KVF_FABRIC_SHM, "memcpy_1thread_GBps", "shm_read_%s_vs_memcpy", "memcpy, 1 thread", 0.7 },
+		{ KVF_FABRIC_CUDA_IPC, "cuda_d2d_GBps", "cuda_ipc_read_%s_vs_d2d", "cudaMemcpy device-to-device", 0.9 },
+	};
+	for (size_t i = 0; i < sizeof(rt) / sizeof(rt[0]); i++) {
+		struct tres *x = &tr[rt[i].t];
+		if (!x->ran)
+			continue;
+		if (x->base_1m <= 0) {
+			printf("  %s: %s\n", rt[i].what, x->base_why[0] ? x->base_why : "not measured");
+			continue;
 		}
+		const char *tn = kvf_fabric_transport_name(rt[i].t);
+		char key[64];
+		double r1 = x->read_1m / x->base_1m, r4 = x->base_4m > 0 ? x->read_4m / x->base_4m : 0;
+		printf("  %s: %.2f GB/s (1 MiB), %.2f GB/s (4 MiB)\n", rt[i].what, x->base_1m, x->base_4m);
+		printf("  %s READ 1 MiB: %.2f GB/s = %.2f x baseline; 4 MiB: %.2f GB/s = %.2f x (target >= %.1f)\n", tn,
+		       x->read_1m, r1, x->read_4m, r4, rt[i].target);
+		json_t *b = json_pack("{s:f,s:f}", "1MiB", x->base_1m, "4MiB", x->base_4m);
+		json_object_set_new(base, rt[i].base_name, b);
+		snprintf(key, sizeof(key), rt[i].ratio_name, "1MiB");
+		json_object_set_new(ratios, key, json_real(r1));
+		snprintf(key, sizeof(key), rt[i].ratio_name, "4MiB");
+		json_object_set_new(ratios, key, json_real(r4));
 	}
-	if (tr[KVF_FABRIC_SHM].ran) {
-		double mc = memcpy_gbps(64u << 20);
-		printf("  memcpy, 1 thread, 1 MiB chunks of 64 MiB: %.2f GB/s\n", mc);
-		json_object_set_new(base, "memcpy_1thread_GBps", json_real(mc));
-		double r1 = tr[KVF_FABRIC_SHM].read_1m / mc, r4 = tr[KVF_FABRIC_SHM].read_4m / mc;
-		printf("  shm READ 1 MiB / memcpy = %.2f, 4 MiB / memcpy = %.2f (target >= 0.7)\n", r1, r4);
-		json_object_set_new(ratios, "shm_read_1MiB_vs_memcpy", json_real(r1));
-		json_object_set_new(ratios, "shm_read_4MiB_vs_memcpy", json_real(r4));
-	}
-#if KVF_HAVE_CUDA
-	if (tr[KVF_FABRIC_CUDA_IPC].ran) {
-		double d2d = cuda_d2d_gbps();
-		if (d2d > 0) {
-			printf("  cudaMemcpy device-to-device 4 MiB: %.2f GB/s\n", d2d);
-			json_object_set_new(base, "cuda_d2d_GBps", json_real(d2d));
-			double r = tr[KVF_FABRIC_CUDA_IPC].read_4m / d2d;
-			printf("  cuda_ipc READ 4 MiB / cudaMemcpy D2D = %.2f (target >= 0.9)\n", r);
-			json_object_set_new(ratios, "cuda_ipc_read_4MiB_vs_d2d", json_real(r));
-		}
-	}
-#endif
 	json_t *post = json_object();
 	for (int t = 1; t < KVF_FABRIC_NTRANSPORTS; t++)
 		if (tr[t].ran) {

@@ -45,7 +45,6 @@ static const kvf_cfg_key fabric_keys[] = {
 	K(verbs_devices, STRING, NULL, 0, 0, NULL,
 	  "RDMA devices to use, comma-separated (\"mlx5_0,mlx5_1\"); empty: all (large batches are striped)"),
 	K(verbs_port, INT, "1", 1, 255, NULL, "verbs: IB port number"),
-	K(verbs_gid_index, INT, "-1", -1, 255, NULL, "verbs: GID index for RoCE; -1 lets rdmacm choose"),
 	K(verbs_sq_depth, INT, "512", 16, 32768, NULL, "verbs: send queue depth per QP"),
 	K(verbs_signal_every, INT, "32", 1, 4096, NULL,
 	  "verbs: selective signalling, one signaled WR per this many (and the last of each request)"),
@@ -76,7 +75,6 @@ void kvf_fabric_opts_init(kvf_fabric_opts *o)
 	o->shm_process_vm = 1;
 	o->shm_slice_bytes = 1u << 20;
 	o->verbs_port = 1;
-	o->verbs_gid_index = -1;
 	o->verbs_sq_depth = 512;
 	o->verbs_signal_every = 32;
 	o->verbs_max_chain = 32;

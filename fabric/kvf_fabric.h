@@ -93,7 +93,6 @@ typedef struct kvf_fabric_opts {
 	char *ofi_provider;         /* "" = auto (efa, verbs;ofi_rxm; tcp;ofi_rxm if forced) */
 	char *verbs_devices;        /* comma list; "" = every device (striping) */
 	int64_t verbs_port;         /* IB port number */
-	int64_t verbs_gid_index;    /* -1: rdmacm picks */
 	int64_t verbs_sq_depth;     /* send queue depth per QP */
 	int64_t verbs_signal_every; /* selective signalling: 1 CQE per N WRs */
 	int64_t verbs_max_chain;    /* WRs per ibv_post_send chain */

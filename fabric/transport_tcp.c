@@ -105,6 +105,8 @@ struct tcp_conn {
 	uint8_t *acc_dst;
 	fab_region *acc_reg;
 	int closing; /* target: a fatal error reply is queued; discard the rest */
+	int big;     /* the last body was received directly: read only the next
+		      * header, so the next large body is not half-staged and copied */
 };
 
 struct tcp_peer {
@@ -356,6 +358,7 @@ static void conn_recv(struct tcp_conn *c)
 			size_t want = left < budget ? (size_t)left : budget;
 			n = recv(c->fd, dst, want, MSG_DONTWAIT);
 			if (n > 0) {
+				c->big = 1;
 				budget -= (size_t)n < budget ? (size_t)n : budget;
 				if (c->tpeer)
 					fab_peer_progress(c->tpeer->p);
@@ -364,8 +367,11 @@ static void conn_recv(struct tcp_conn *c)
 				continue;
 			}
 		} else {
-			n = recv(c->fd, c->stage, TCP_STAGE, MSG_DONTWAIT);
+			size_t want = c->big && tcp_rx_idle(&c->rx) ? KVF_FRAME_HDR_LEN : TCP_STAGE;
+			n = recv(c->fd, c->stage, want, MSG_DONTWAIT);
 			if (n > 0) {
+				if (want == TCP_STAGE)
+					c->big = 0;
 				budget -= (size_t)n < budget ? (size_t)n : budget;
 				if (c->tpeer)
 					fab_peer_progress(c->tpeer->p);
