@@ -7,9 +7,12 @@
  *   - posting rate: 16 KiB ops completed per second;
  *   - cuda_ipc READ vs cudaMemcpy device-to-device (GPU machines only).
  *
- *   kvf-fabric-bench [-t tcp,shm,ofi,verbs,cuda_ipc] [-s SECONDS] [--json FILE]
+ *   kvf-fabric-bench [-t tcp,shm,ofi,verbs,cuda_ipc] [-s SECONDS] [--json FILE] [--remote DIR]
+ *   kvf-fabric-bench --serve TRANSPORT DIR
  *
- * The target is this program re-executed (--serve): it registers a region
+ * The target is this program re-executed (--serve), or one started on
+ * another host whose DIR (descriptor files) was copied here (--remote DIR,
+ * one transport per run): it registers a region
  * (memfd-backed host memory, or GPU memory for cuda_ipc) and exports
  * descriptors for each block size. The initiator keeps `inflight` requests
  * of `batch` ops in flight (READ, then WRITE) for SECONDS per point and
@@ -49,6 +52,7 @@ static const uint64_t sizes[] = { 16u << 10, 64u << 10, 256u << 10, 1u << 20, 4u
 #define NS (sizeof(sizes) / sizeof(sizes[0]))
 
 static double seconds = 0.4;
+static const char *remote_dir; /* --remote: a target started elsewhere with --serve */
 static json_t *results;
 
 static int use_cuda(int t)
@@ -289,6 +293,18 @@ struct tres {
 };
 
 static double memcpy_gbps(size_t len, size_t chunk);
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(double), cmp_d);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
 static double iperf3_gbps(char *why, size_t cap);
 #if KVF_HAVE_CUDA
 static double cuda_d2d_gbps(void);
@@ -306,19 +322,24 @@ static int bench_transport(int t, const char *self, struct tres *out, json_t *sk
 		json_object_set_new(skipped, tn, json_string(kvf_errmsg()));
 		return 0;
 	}
-	char dir[] = "/tmp/kvf-fabric-bench.XXXXXX";
-	if (!mkdtemp(dir))
-		return -1;
-	pid_t pid = fork();
-	if (pid == 0) {
-		execl(self, self, "--serve", tn, dir, (char *)NULL);
-		_exit(127);
+	char dir[512] = "/tmp/kvf-fabric-bench.XXXXXX";
+	pid_t pid = -1;
+	if (remote_dir) {
+		snprintf(dir, sizeof(dir), "%s", remote_dir);
+	} else {
+		if (!mkdtemp(dir))
+			return -1;
+		pid = fork();
+		if (pid == 0) {
+			execl(self, self, "--serve", tn, dir, (char *)NULL);
+			_exit(127);
+		}
 	}
 	char rp[600];
 	snprintf(rp, sizeof(rp), "%s/ready", dir);
 	struct stat st;
 	uint64_t deadline = kvf_now_ms() + 30000;
-	while (stat(rp, &st) != 0 && kvf_now_ms() < deadline && waitpid(pid, NULL, WNOHANG) == 0)
+	while (stat(rp, &st) != 0 && kvf_now_ms() < deadline && (pid < 0 || waitpid(pid, NULL, WNOHANG) == 0))
 		usleep(20000);
 	int ok = stat(rp, &st) == 0;
 	for (size_t s = 0; ok && s < NS; s++)
@@ -329,8 +350,10 @@ static int bench_transport(int t, const char *self, struct tres *out, json_t *sk
 	     kvf_fabric_cq_new(c.f, 0, &c.cq) == 0;
 	if (!ok) {
 		fprintf(stderr, "%s: setup failed: %s\n", tn, kvf_errmsg());
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
 		return -1;
 	}
 	/* warm-up: connect, attach, fault in */
@@ -353,46 +376,51 @@ static int bench_transport(int t, const char *self, struct tres *out, json_t *sk
 	record(tn, "post", "read", sizes[0], 64, 4, pr);
 	out->post16k = pr.ops_s;
 	out->ran = 1;
-	/* ratio points: the fabric figure between two runs of its baseline, so
-	 * both see the same machine load (two cores are shared) */
+	/* ratio points: baseline and fabric runs alternate (b f b f b f b) and
+	 * their medians are compared, so both see the same machine load (two
+	 * cores are shared with other jobs) */
 	for (int k = 0; k < 2; k++) {
 		size_t s = k ? NS - 1 : 3; /* 1 MiB, 4 MiB */
-		double b1 = -1, b2 = -1;
-		if (t == KVF_FABRIC_TCP)
-			b1 = iperf3_gbps(out->base_why, sizeof(out->base_why));
-		else if (t == KVF_FABRIC_SHM)
-			b1 = memcpy_gbps(64u << 20, sizes[s]);
+		double b[4], fb[3];
+		int nb = 0;
+		for (int rep = 0; rep < 4; rep++) {
+			double x = -1;
+			if (t == KVF_FABRIC_TCP)
+				x = iperf3_gbps(out->base_why, sizeof(out->base_why));
+			else if (t == KVF_FABRIC_SHM)
+				x = memcpy_gbps(64u << 20, sizes[s]);
 #if KVF_HAVE_CUDA
-		else if (t == KVF_FABRIC_CUDA_IPC)
-			b1 = cuda_d2d_gbps();
+			else if (t == KVF_FABRIC_CUDA_IPC)
+				x = cuda_d2d_gbps();
 #endif
-		if (b1 <= 0)
+			if (x <= 0)
+				break;
+			b[nb++] = x;
+			if (rep == 3)
+				break;
+			struct point p = run(&c, KVF_FABRIC_READ, s, 16, 4, seconds * 1.5, 0);
+			record(tn, "ratio", "read", sizes[s], 16, 4, p);
+			fb[rep] = p.gbps;
+		}
+		if (nb < 4)
 			break;
-		struct point p = run(&c, KVF_FABRIC_READ, s, 16, 4, seconds * 2.5, 0);
-		record(tn, "ratio", "read", sizes[s], 16, 4, p);
-		if (t == KVF_FABRIC_TCP)
-			b2 = iperf3_gbps(out->base_why, sizeof(out->base_why));
-		else if (t == KVF_FABRIC_SHM)
-			b2 = memcpy_gbps(64u << 20, sizes[s]);
-#if KVF_HAVE_CUDA
-		else
-			b2 = cuda_d2d_gbps();
-#endif
-		double b = b2 > 0 ? (b1 + b2) / 2 : b1;
+		double mb = median(b, 4), mf = median(fb, 3);
 		if (k) {
-			out->read_4m = p.gbps;
-			out->base_4m = b;
+			out->read_4m = mf;
+			out->base_4m = mb;
 		} else {
-			out->read_1m = p.gbps;
-			out->base_1m = b;
+			out->read_1m = mf;
+			out->base_1m = mb;
 		}
 	}
 	kvf_buf b = KVF_BUF_INIT;
 	kvf_fabric_show_peers(c.f, 0, &b);
 	fprintf(stderr, "%s", b.data ? b.data : "");
 	kvf_buf_free(&b);
-	kill(pid, SIGTERM);
-	waitpid(pid, NULL, 0);
+	if (pid > 0) {
+		kill(pid, SIGTERM);
+		waitpid(pid, NULL, 0);
+	}
 	for (size_t s = 0; s < NS; s++)
 		kvf_fabric_desc_free(c.d[s]);
 	kvf_fabric_cq_destroy(c.cq);
@@ -403,10 +431,12 @@ static int bench_transport(int t, const char *self, struct tres *out, json_t *sk
 	else
 #endif
 		kvf_fabric_mem_free(c.local);
-	char cmd[700];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
+	if (!remote_dir) {
+		char cmd[700];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", dir);
+	}
 	return 0;
 }
 
@@ -419,7 +449,7 @@ static double memcpy_gbps(size_t len, size_t chunk)
 	uint8_t *a = aligned_alloc(4096, len), *b = aligned_alloc(4096, len);
 	memset(a, 1, len);
 	memset(b, 2, len);
-	uint64_t bytes = 0, t0 = kvf_now_ns(), end = t0 + (uint64_t)(seconds * 2.5e9);
+	uint64_t bytes = 0, t0 = kvf_now_ns(), end = t0 + (uint64_t)(seconds * 1.5e9);
 	while (kvf_now_ns() < end) {
 		for (size_t off = 0; off + chunk <= len; off += chunk) {
 			memcpy(b + off, a + off, chunk);
@@ -466,7 +496,7 @@ static double iperf3_gbps(char *why, size_t cap)
 	usleep(300000);
 	char cmd[200];
 	snprintf(cmd, sizeof(cmd), "iperf3 -c 127.0.0.1 -p %d -t %.1f -J 2>/dev/null", port,
-		 seconds * 2.5 < 1 ? 1.0 : seconds * 2.5);
+		 seconds * 1.5 < 1 ? 1.0 : seconds * 1.5);
 	FILE *fp = popen(cmd, "r");
 	double g = -1;
 	if (fp) {
@@ -532,9 +562,13 @@ int main(int argc, char **argv)
 			seconds = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--json") && i + 1 < argc)
 			json_path = argv[++i];
+		else if (!strcmp(argv[i], "--remote") && i + 1 < argc)
+			remote_dir = argv[++i];
 		else {
-			fprintf(stderr, "usage: %s [-t tcp,shm,ofi,verbs,cuda_ipc] [-s SECONDS_PER_POINT] [--json FILE]\n",
-				argv[0]);
+			fprintf(stderr,
+				"usage: %s [-t tcp,shm,ofi,verbs,cuda_ipc] [-s SECONDS_PER_POINT] [--json FILE] [--remote DIR]\n"
+				"       %s --serve TRANSPORT DIR   (a target; --remote DIR uses its descriptors)\n",
+				argv[0], argv[0]);
 			return 2;
 		}
 	}
@@ -563,7 +597,7 @@ int main(int argc, char **argv)
 
 	/* baselines and ratios (measured next to their fabric points) */
 	json_t *base = json_object(), *ratios = json_object();
-	printf("\nbaselines (same run, measured right before and after the ratio points):\n");
+	printf("\nbaselines (same run, alternating with the ratio points; medians):\n");
 	struct {
 		int t;
 		const char *base_name, *ratio_name, *what;

@@ -125,7 +125,9 @@ const char *kvf_fabric_transport_name(int t);
 int kvf_fabric_open(const kvf_fabric_opts *opts, kvf_fabric **out);
 
 /* Fails every request still in flight with KVF_E_CANCELED, deregisters every
- * region, stops the thread, frees everything. NULL is a no-op. */
+ * region, stops the thread, frees everything, including cqs not destroyed
+ * yet (their handles become invalid). Call it after every other call on f
+ * and its cqs has returned. NULL is a no-op. */
 void kvf_fabric_close(kvf_fabric *f);
 
 /* Port of the tcp listener (the real one when opts.listen had port 0). */

@@ -246,7 +246,6 @@ static void test_config_defaults_match(void **state)
 	assert_int_equal(a.shm_process_vm, b.shm_process_vm);
 	assert_true(a.shm_slice_bytes == b.shm_slice_bytes);
 	assert_true(a.verbs_port == b.verbs_port);
-	assert_true(a.verbs_gid_index == b.verbs_gid_index);
 	assert_true(a.verbs_sq_depth == b.verbs_sq_depth);
 	assert_true(a.verbs_signal_every == b.verbs_signal_every);
 	assert_true(a.verbs_max_chain == b.verbs_max_chain);

@@ -163,6 +163,13 @@ static void read_write(int transport, int memfd, int expect_transport)
 	struct loopctx x = { p.cq, 0, { 0 } };
 	assert_int_equal(kvf_loop_add_fd(loop, kvf_fabric_cq_fd(p.cq), KVF_EV_READ, on_cq_fd, &x), 0);
 
+	/* optional warm-up connect: the peer appears in show peers */
+	assert_int_equal(kvf_fabric_connect(p.b, p.d), 0);
+	kvf_buf sp = KVF_BUF_INIT;
+	assert_int_equal(kvf_fabric_show_peers(p.b, 0, &sp), 0);
+	assert_non_null(strstr(sp.data, kvf_fabric_node_name(p.a)));
+	kvf_buf_free(&sp);
+
 	/* READ blocks 5, 2, 60 into rb[0..3*BS) */
 	kvf_fabric_op ops[3] = { { p.rb, 5, 0, BS }, { p.rb + BS, 2, 0, BS }, { p.rb + 2 * BS, 60, 100, BS - 100 } };
 	kvf_fabric_req req;
