@@ -150,7 +150,7 @@ struct ctx {
 
 static kvf_fabric_rdesc *load(const char *dir, uint64_t bs)
 {
-	char path[512];
+	char path[600];
 	snprintf(path, sizeof(path), "%s/desc-%" PRIu64, dir, bs);
 	FILE *fp = fopen(path, "rb");
 	if (!fp)
