@@ -390,7 +390,7 @@ int fab_cuda_alloc_range(const void *p, uint64_t *base, uint64_t *len)
 
 static int ci_open(kvf_fabric *f, void **out)
 {
-	return kvf_errf(KVF_E_UNSUPPORTED, "built without CUDA (nvcc not found)");
+	return kvf_errf(KVF_E_UNSUPPORTED, "built without CUDA (CUDA=0, or nvcc not found)");
 }
 
 const struct fab_transport fab_cuda_ipc_transport = {

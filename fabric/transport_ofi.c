@@ -680,7 +680,7 @@ const struct fab_transport fab_ofi_transport = {
 
 static int ofi_open(kvf_fabric *f, void **out)
 {
-	return kvf_errf(KVF_E_UNSUPPORTED, "built without libfabric (pkg-config libfabric not found)");
+	return kvf_errf(KVF_E_UNSUPPORTED, "built without libfabric (OFI=0, or pkg-config libfabric not found)");
 }
 
 const struct fab_transport fab_ofi_transport = {

@@ -982,7 +982,7 @@ const struct fab_transport fab_verbs_transport = {
 
 static int verbs_open(kvf_fabric *f, void **out)
 {
-	return kvf_errf(KVF_E_UNSUPPORTED, "built without rdma-core (libibverbs/librdmacm not found)");
+	return kvf_errf(KVF_E_UNSUPPORTED, "built without rdma-core (VERBS=0, or libibverbs/librdmacm not found)");
 }
 
 const struct fab_transport fab_verbs_transport = {
