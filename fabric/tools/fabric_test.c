@@ -834,17 +834,19 @@ static void case_bad(struct ctx *c)
 	else
 		failf("bad: unregistered local memory: post returned %s", kvf_errname(rc));
 
-	/* forged credentials: token-checking transports check tokens, NICs keys */
-	int token_checked = c->o->transport == KVF_FABRIC_TCP || c->o->transport == KVF_FABRIC_SHM;
+	/* forged credentials: every transport checks tokens (tcp per op at the
+	 * target, the others at attach and per op locally); the one-sided ones
+	 * also check their transport key */
+	int one_sided = c->o->transport != KVF_FABRIC_TCP && c->o->transport != KVF_FABRIC_SHM;
 	struct {
 		int what;
 		const char *name;
 		int applies;
 	} forges[] = {
-		{ 0, "forged token", token_checked },
-		{ 1, "forged transport key", !token_checked },
+		{ 0, "forged token", 1 },
+		{ 1, "forged transport key", one_sided },
 		{ 2, "forged range past the region", 1 },
-		{ 3, "unknown region id", token_checked },
+		{ 3, "unknown region id", 1 },
 	};
 	for (size_t k = 0; k < sizeof(forges) / sizeof(forges[0]); k++) {
 		if (!forges[k].applies)
