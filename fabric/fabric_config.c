@@ -60,6 +60,7 @@ const kvf_cfg_section kvf_fabric_cfg_section = {
 	fabric_keys,
 	KVF_CFG_NKEYS(fabric_keys),
 	NULL,
+	sizeof(kvf_fabric_opts),
 };
 
 void kvf_fabric_opts_init(kvf_fabric_opts *o)
