@@ -36,3 +36,4 @@ $(eval $(call kvf_fuzz,fuzz_openai,tests/fuzz/fuzz_openai.c common/openai.c comm
 
 # http client: pooled non-blocking upstream client (gateway, kvf-bench, tests)
 $(eval $(call kvf_unit_test,test_http_client,tests/unit/test_http_client.c,common))
+$(eval $(call kvf_unit_test,test_base64,tests/unit/test_base64.c,common))
