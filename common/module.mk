@@ -28,3 +28,6 @@ $(eval $(call kvf_fuzz,fuzz_http,tests/fuzz/fuzz_http.c common/http_parse.c comm
 
 # config: fuzz the override and file parsers (print -> parse round trip)
 $(eval $(call kvf_fuzz,fuzz_config,tests/fuzz/fuzz_config.c common/config.c common/buf.c common/err.c,-lconfig))
+
+# http client: pooled non-blocking upstream client (gateway, kvf-bench, tests)
+$(eval $(call kvf_unit_test,test_http_client,tests/unit/test_http_client.c,common))
