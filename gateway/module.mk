@@ -1,0 +1,17 @@
+# gateway/: the OpenAI front door (libkvf_gateway.a + kvf-gateway).
+# The cachedir client is used when the tree has it (cachedir/kvf_cachedir.h);
+# otherwise cachedir_absent.c says so at configuration time.
+GATEWAY_HAVE_CACHEDIR := $(if $(wildcard cachedir/kvf_cachedir.h),1,)
+GATEWAY_SRCS := gateway/config.c gateway/gateway.c gateway/index_local.c gateway/io_epoll.c \
+	gateway/openai.c gateway/proxy.c gateway/route.c gateway/tenant.c gateway/tokpool.c gateway/workers.c \
+	$(if $(GATEWAY_HAVE_CACHEDIR),gateway/index_cachedir.c,gateway/cachedir_absent.c)
+GATEWAY_LIBS := gateway $(if $(GATEWAY_HAVE_CACHEDIR),cachedir) tokenizer common
+$(eval $(call kvf_library,gateway,$(GATEWAY_SRCS),-lpthread))
+$(eval $(call kvf_program,kvf-gateway,gateway/main.c,$(GATEWAY_LIBS)))
+
+# The stand-in OpenAI worker of the gateway tests and benchmarks.
+$(eval $(call kvf_test_program,kvf-upstream-fixture,tests/integration/upstream_fixture.c,common))
+
+# Unit tests: decision logic with fixed inputs (test_gateway), the request
+# path through a real loop with fixture upstreams (test_gateway_proxy).
+$(eval $(call kvf_unit_test,test_gateway,tests/unit/test_gateway.c,gateway tokenizer common))
