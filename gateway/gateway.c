@@ -345,13 +345,12 @@ static int cmd_show_workers(kvf_admin_out *out, int argc, char **argv, void *ud)
 
 static void tenant_line(kvf_buf *b, const gw_tenant *t, int json, int first)
 {
-	char salt[GW_SALT_MAX * 2 + 1] = "";
-	for (size_t i = 0; i < t->salt_len; i++)
-		snprintf(salt + 2 * i, 3, "%02x", t->salt[i]);
+	char salt[GW_SALT_MAX + 1];
+	snprintf(salt, sizeof(salt), "%.*s", (int)t->salt_len, (const char *)t->salt);
 	if (json) {
 		kvf_buf_printf(b, "%s{\"name\":", first ? "" : ",");
 		kvf_buf_put_json_str(b, t->name, strlen(t->name));
-		kvf_buf_printf(b, ",\"keys\":%u,\"salt_hex\":\"%s\",\"rps\":%g,\"burst\":%g,\"tps\":%g,\"max_concurrency\":%u,"
+		kvf_buf_printf(b, ",\"keys\":%u,\"salt\":\"%s\",\"rps\":%g,\"burst\":%g,\"tps\":%g,\"max_concurrency\":%u,"
 				  "\"inflight\":%u,\"requests\":%" PRIu64 ",\"rejected_rate\":%" PRIu64
 				  ",\"rejected_tokens\":%" PRIu64 ",\"rejected_concurrency\":%" PRIu64
 				  ",\"prompt_tokens\":%" PRIu64 ",\"completion_tokens\":%" PRIu64 ",\"token_budget\":%.1f}",

@@ -17,6 +17,7 @@
 #include "common/kvf_buf.h"
 #include "common/kvf_http_parse.h"
 #include "common/kvf_loop.h"
+#include "common/kvf_openai.h"
 #include "engine/tokenizer/kvf_tokenizer.h"
 #include "gateway/kvf_gateway.h"
 
@@ -332,8 +333,9 @@ enum { GW_EP_COMPLETIONS = 1, GW_EP_CHAT = 2 };
 
 typedef struct gw_prompt {
 	int endpoint;
-	json_t *root;            /* the parsed body (owned) */
-	const char *model;       /* borrowed from root */
+	kvf_oai_request oai;     /* the parsed and validated body (common/openai.c) */
+	json_t *root;            /* oai.root, borrowed */
+	const char *model;       /* borrowed */
 	int stream;
 	int64_t max_tokens;      /* -1 when absent */
 	/* completions: text or ids */
@@ -341,8 +343,8 @@ typedef struct gw_prompt {
 	size_t text_len;
 	kvf_tok_ids ids;         /* given as ids, or tokenized */
 	int have_ids;
-	/* chat: the variables for the template (owned; add_generation_prompt
-	 * defaulted to true) */
+	/* chat: the template's variables, as the workers build them: messages
+	 * with flattened content, add_generation_prompt (owned) */
 	json_t *chat_vars;
 	char err[256];
 	char err_param[64];

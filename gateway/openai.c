@@ -4,14 +4,14 @@
  *
  * The gateway forwards the client's body unchanged; it parses only what
  * routing and admission need: model, stream, max_tokens, and the prompt.
- * Prompt forms (as OpenAI and vLLM accept them):
- *   /v1/completions       "prompt": string | [int...] | [string...] | [[int...]...]
- *                         (a batch routes on its first prompt)
- *   /v1/chat/completions  "messages": [...], rendered with the model's chat
- *                         template, add_generation_prompt defaulting to true
- * Tokenization follows vLLM so the gateway's block keys equal the worker's:
- * completions text is encoded with the special tokens the post-processor adds
- * (BOS), a rendered chat prompt without them (the template has them).
+ * Validation is the workers' own (common/openai.c, kvf_oai_parse), so the
+ * gateway refuses exactly what a worker would refuse, before routing it.
+ * Tokenization is the workers' too, so the gateway's block keys equal the
+ * keys the worker caches under: completions text is encoded with the special
+ * tokens the post-processor adds (BOS); chat messages are flattened
+ * (kvf_oai_messages_flat), rendered with the model's chat template with
+ * add_generation_prompt (default true), and encoded without them (the
+ * template writes them).
  *
  * The usage scanner reads the response stream as it passes through to learn
  * the completion tokens for the tenant's tokens/s budget, without parsing
@@ -40,116 +40,44 @@ static int bad(gw_prompt *p, const char *param, const char *fmt, ...)
 	return KVF_E_INVAL;
 }
 
-static int from_getter(gw_prompt *p)
-{
-	return bad(p, kvf_json_bad_param(), "%s", kvf_errmsg());
-}
-
-static int ids_from_array(gw_prompt *p, const json_t *arr, const char *param)
-{
-	size_t n = json_array_size(arr);
-	if (n > p->ids.cap) {
-		/* kvf_tok_ids memory belongs to the tokenizer library, which uses
-		 * the C allocator (kvf_tok_ids_free() calls free()). */
-		uint32_t *ids = realloc(p->ids.ids, n * sizeof(uint32_t));
-		if (!ids)
-			return bad(p, param, "out of memory");
-		p->ids.ids = ids;
-		p->ids.cap = n;
-	}
-	size_t i;
-	json_t *v;
-	json_array_foreach(arr, i, v) {
-		if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 0x7fffffff)
-			return bad(p, param, "'%s' token ids must be integers between 0 and 2147483647", param);
-		p->ids.ids[i] = (uint32_t)json_integer_value(v);
-	}
-	p->ids.n = n;
-	p->have_ids = 1;
-	return 0;
-}
-
-static int parse_completion_prompt(gw_prompt *p)
-{
-	json_t *pr = json_object_get(p->root, "prompt");
-	if (!pr || json_is_null(pr))
-		return bad(p, "prompt", "'prompt' is a required property");
-	if (json_is_string(pr)) {
-		p->text = json_string_value(pr);
-		p->text_len = json_string_length(pr);
-		return 0;
-	}
-	if (!json_is_array(pr))
-		return bad(p, "prompt", "'prompt' must be a string, an array of strings or an array of token ids");
-	if (json_array_size(pr) == 0)
-		return bad(p, "prompt", "'prompt' must not be empty");
-	json_t *first = json_array_get(pr, 0);
-	if (json_is_integer(first))
-		return ids_from_array(p, pr, "prompt");
-	if (json_is_string(first)) {
-		size_t i;
-		json_t *v;
-		json_array_foreach(pr, i, v)
-			if (!json_is_string(v))
-				return bad(p, "prompt", "'prompt' array elements must all be strings");
-		p->text = json_string_value(first);
-		p->text_len = json_string_length(first);
-		return 0;
-	}
-	if (json_is_array(first)) {
-		size_t i;
-		json_t *v;
-		json_array_foreach(pr, i, v)
-			if (!json_is_array(v) || json_array_size(v) == 0)
-				return bad(p, "prompt", "'prompt' batches of token ids must be non-empty arrays");
-		return ids_from_array(p, first, "prompt");
-	}
-	return bad(p, "prompt", "'prompt' must be a string, an array of strings or an array of token ids");
-}
-
-static int parse_chat(gw_prompt *p)
-{
-	const json_t *msgs = NULL;
-	if (kvf_json_opt_array(p->root, "messages", &msgs))
-		return from_getter(p);
-	if (!msgs)
-		return bad(p, "messages", "'messages' is a required property");
-	if (json_array_size(msgs) == 0)
-		return bad(p, "messages", "'messages' must not be empty");
-	size_t i;
-	json_t *m;
-	json_array_foreach(msgs, i, m) {
-		if (!json_is_object(m) || !json_is_string(json_object_get(m, "role")))
-			return bad(p, "messages", "'messages[%zu]' must be an object with a 'role' string", i);
-	}
-	p->chat_vars = json_object();
-	if (!p->chat_vars || json_object_update(p->chat_vars, p->root))
-		return bad(p, NULL, "out of memory");
-	if (!json_object_get(p->chat_vars, "add_generation_prompt"))
-		json_object_set_new(p->chat_vars, "add_generation_prompt", json_true());
-	return 0;
-}
-
 int gw_prompt_parse(gw_prompt *p, int endpoint, const char *body, size_t len)
 {
 	memset(p, 0, sizeof(*p));
 	p->endpoint = endpoint;
 	p->max_tokens = -1;
-	if (kvf_json_parse_object(body, len, &p->root)) {
-		bad(p, NULL, "request body: %s", kvf_errmsg());
-		p->root = NULL;
-		return KVF_E_INVAL;
+	kvf_json_fail("", "%s", ""); /* no stale param from an earlier failure */
+	kvf_err_clear();
+	if (kvf_oai_parse(endpoint == GW_EP_CHAT ? KVF_OAI_CHAT : KVF_OAI_COMPLETION, body, len, &p->oai)) {
+		memset(&p->oai, 0, sizeof(p->oai));
+		return bad(p, kvf_json_bad_param(), "%s", kvf_errmsg());
 	}
-	if (kvf_json_req_string(p->root, "model", &p->model))
-		return from_getter(p);
-	if (kvf_json_opt_bool(p->root, "stream", &p->stream))
-		return from_getter(p);
-	const char *mt = endpoint == GW_EP_CHAT && json_object_get(p->root, "max_completion_tokens")
-				 ? "max_completion_tokens"
-				 : "max_tokens";
-	if (kvf_json_opt_int(p->root, mt, 0, 1 << 30, &p->max_tokens))
-		return from_getter(p);
-	return endpoint == GW_EP_CHAT ? parse_chat(p) : parse_completion_prompt(p);
+	p->root = p->oai.root;
+	p->model = p->oai.model;
+	p->stream = p->oai.stream;
+	p->max_tokens = p->oai.max_tokens;
+	if (endpoint == GW_EP_CHAT) {
+		p->chat_vars = json_object();
+		if (!p->chat_vars ||
+		    json_object_set_new(p->chat_vars, "messages", kvf_oai_messages_flat(p->oai.messages)) ||
+		    json_object_set_new(p->chat_vars, "add_generation_prompt", json_boolean(p->oai.add_generation_prompt)))
+			return bad(p, NULL, "out of memory");
+		return 0;
+	}
+	if (p->oai.prompt) {
+		p->text = p->oai.prompt;
+		p->text_len = strlen(p->oai.prompt);
+		return 0;
+	}
+	size_t n = p->oai.n_prompt_ids;
+	/* kvf_tok_ids memory belongs to the tokenizer library, which uses the
+	 * C allocator (kvf_tok_ids_free() calls free()). */
+	p->ids.ids = malloc((n ? n : 1) * sizeof(uint32_t));
+	if (!p->ids.ids)
+		return bad(p, NULL, "out of memory");
+	memcpy(p->ids.ids, p->oai.prompt_ids, n * sizeof(uint32_t));
+	p->ids.n = p->ids.cap = n;
+	p->have_ids = 1;
+	return 0;
 }
 
 void gw_prompt_free(gw_prompt *p)
@@ -158,8 +86,10 @@ void gw_prompt_free(gw_prompt *p)
 		return;
 	kvf_tok_ids_free(&p->ids);
 	json_decref(p->chat_vars);
-	json_decref(p->root);
 	p->chat_vars = NULL;
+	if (p->oai.root)
+		kvf_oai_request_free(&p->oai);
+	memset(&p->oai, 0, sizeof(p->oai));
 	p->root = NULL;
 }
 
@@ -172,7 +102,7 @@ size_t gw_prompt_work_bytes(const gw_prompt *p)
 	size_t n = 0;
 	size_t i;
 	json_t *m;
-	json_array_foreach(json_object_get(p->root, "messages"), i, m) {
+	json_array_foreach(json_object_get(p->chat_vars, "messages"), i, m) {
 		json_t *c = json_object_get(m, "content");
 		if (json_is_string(c))
 			n += json_string_length(c);

@@ -366,16 +366,17 @@ static void send_upstream(gw_req *r)
 {
 	kvf_gateway *gw = r->gw;
 	gw_worker *w = &gw->workers.w[r->decode];
-	char salt_hex[GW_SALT_MAX * 2 + 1] = "", idbuf[24];
-	for (size_t i = 0; i < r->tenant->salt_len; i++)
-		snprintf(salt_hex + 2 * i, 3, "%02x", r->tenant->salt[i]);
+	/* The workers salt their block keys with x-kvf-tenant: it carries the
+	 * tenant's salt (its name unless the tenants file gives one); the
+	 * anonymous tenant has none and sends none. */
+	char salt[GW_SALT_MAX + 1], idbuf[24];
+	snprintf(salt, sizeof(salt), "%.*s", (int)r->tenant->salt_len, (const char *)r->tenant->salt);
 	snprintf(idbuf, sizeof(idbuf), "%" PRIu64, r->id);
 	const char *h[24];
 	int k = 0;
 	set_hdr(h, &k, "Content-Type", "application/json");
-	set_hdr(h, &k, "x-kvf-tenant", r->tenant->name);
-	if (salt_hex[0])
-		set_hdr(h, &k, "x-kvf-cache-salt", salt_hex);
+	if (salt[0])
+		set_hdr(h, &k, "x-kvf-tenant", salt);
 	if (r->prefill >= 0)
 		set_hdr(h, &k, "x-kvf-prefill", gw->workers.w[r->prefill].http);
 	char sess[sizeof(r->session)];

@@ -180,7 +180,11 @@ int gw_tenants_add(gw_tenants *t, const char *name, uint64_t now_ms, gw_tenant *
 			return 0;
 		}
 	if (!name[0] || strlen(name) > 64)
-		return kvf_errf(KVF_E_INVAL, "tenant name '%s': 1 to 64 characters", name);
+		return kvf_errf(KVF_E_INVAL, "tenant name '%.80s': 1 to 64 characters", name);
+	for (const char *c = name; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+		      *c == '_' || *c == '.'))
+			return kvf_errf(KVF_E_INVAL, "tenant name '%.80s': letters, digits, '-', '_' and '.' only", name);
 	if (!strcmp(name, "anonymous"))
 		return kvf_errf(KVF_E_INVAL, "tenant name 'anonymous' is reserved for requests without a key");
 	void *arr = t->t;
@@ -347,8 +351,12 @@ int gw_tenants_load_json(gw_tenants *t, const char *text, size_t len, const char
 		json_t *salt = json_object_get(o, "salt");
 		if (salt && !json_is_null(salt)) {
 			const char *s = json_string_value(salt);
-			if (!s || strlen(s) > GW_SALT_MAX) {
-				rc = kvf_errf(KVF_E_CONFIG, "%s: tenant '%s': salt must be a string of at most %d bytes",
+			int ok = s && strlen(s) >= 1 && strlen(s) <= GW_SALT_MAX;
+			for (const char *c = s; ok && *c; c++)
+				ok = *c > ' ' && *c < 0x7f;
+			if (!ok) {
+				/* It travels in the x-kvf-tenant header to the workers. */
+				rc = kvf_errf(KVF_E_CONFIG, "%s: tenant '%s': salt must be 1 to %d visible ASCII characters",
 					      origin, name, GW_SALT_MAX);
 				goto out;
 			}
