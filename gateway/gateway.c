@@ -79,8 +79,14 @@ void gw_count_rejected(kvf_gateway *gw, const char *reason)
 void gw_reply_error(kvf_gateway *gw, gw_io_req io, int status, const char *message, const char *code,
 		    const char *const *extra_headers)
 {
+	gw_reply_error_param(gw, io, status, message, NULL, code, extra_headers);
+}
+
+void gw_reply_error_param(kvf_gateway *gw, gw_io_req io, int status, const char *message, const char *param,
+			  const char *code, const char *const *extra_headers)
+{
 	kvf_buf b = KVF_BUF_INIT;
-	kvf_json_openai_error(&b, message, kvf_http_error_type(status), NULL, code);
+	kvf_json_openai_error(&b, message, kvf_http_error_type(status), param && param[0] ? param : NULL, code);
 	kvf_buf_putc(&b, '\n');
 	if (b.oom)
 		io.ops->respond(io.r, 503, "text/plain", NULL, "out of memory\n", 14);

@@ -110,6 +110,8 @@ void gw_proxy_abort_all(kvf_gateway *gw);
 /* gateway.c */
 void gw_reply_error(kvf_gateway *gw, gw_io_req io, int status, const char *message, const char *code,
 		    const char *const *extra_headers);
+void gw_reply_error_param(kvf_gateway *gw, gw_io_req io, int status, const char *message, const char *param,
+			  const char *code, const char *const *extra_headers);
 void gw_count_response(kvf_gateway *gw, int status);
 void gw_count_rejected(kvf_gateway *gw, const char *reason);
 void gw_record_route(kvf_gateway *gw, gw_req *r, const gw_decision *d);

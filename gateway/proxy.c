@@ -93,13 +93,19 @@ static void req_done(gw_req *r)
 }
 
 /* Answers the client with an error (if nothing was sent yet) and ends. */
-static void fail_client(gw_req *r, int status, const char *msg, const char *code, const char *const *hdrs)
+static void fail_client_param(gw_req *r, int status, const char *msg, const char *param, const char *code,
+			      const char *const *hdrs)
 {
 	if (r->io.r && !r->began) {
-		gw_reply_error(r->gw, r->io, status, msg, code, hdrs);
+		gw_reply_error_param(r->gw, r->io, status, msg, param, code, hdrs);
 		r->io.r = NULL;
 	}
 	req_done(r);
+}
+
+static void fail_client(gw_req *r, int status, const char *msg, const char *code, const char *const *hdrs)
+{
+	fail_client_param(r, status, msg, NULL, code, hdrs);
 }
 
 void gw_on_client_close(void *ud)
@@ -190,6 +196,25 @@ static void set_hdr(const char **h, int *k, const char *name, const char *value)
 	h[(*k)++] = value;
 }
 
+#define GW_PASS_HEADERS 32 /* worker headers passed through at most */
+
+/* Whether a worker's response header goes on to the client: not hop-by-hop,
+ * not framing (the gateway frames its own answer), not one the gateway
+ * writes itself. */
+static int pass_header(kvf_http_str name)
+{
+	static const char *const drop[] = {
+		"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer", "upgrade",
+		"proxy-connection", "proxy-authenticate", "date", "server", "content-type", "x-kvf-decode",
+		"x-kvf-prefill", "x-kvf-route", "x-kvf-cached-tokens", "x-kvf-fetched-tokens", "x-kvf-computed-tokens",
+		"x-request-id", NULL,
+	};
+	for (int i = 0; drop[i]; i++)
+		if (kvf_http_str_ieq(name, drop[i]))
+			return 0;
+	return 1;
+}
+
 static void up_head(kvf_http_creq *cr, const kvf_http_msg *m, void *ud)
 {
 	gw_req *r = ud;
@@ -217,8 +242,9 @@ static void up_head(kvf_http_creq *cr, const kvf_http_msg *m, void *ud)
 		req_done(r);
 		return;
 	}
-	/* Headers for the client. */
-	char ctype[128] = "", cached[24], fetched[24], computed[24], retry_after[32] = "", idbuf[24];
+	/* Headers for the client: the worker's end-to-end headers, then the
+	 * gateway's routing headers. */
+	char ctype[128] = "", cached[24], fetched[24], computed[24], idbuf[24];
 	kvf_http_str v;
 	if (kvf_http_msg_header(m, "content-type", &v) == 0 && v.len < sizeof(ctype))
 		snprintf(ctype, sizeof(ctype), "%.*s", (int)v.len, v.p);
@@ -235,8 +261,25 @@ static void up_head(kvf_http_creq *cr, const kvf_http_msg *m, void *ud)
 	UP_OR("x-kvf-computed-tokens", computed, r->n_tokens - r->cached_tokens);
 #undef UP_OR
 	snprintf(idbuf, sizeof(idbuf), "%" PRIu64, r->id);
-	const char *h[32];
+	kvf_buf hb = KVF_BUF_INIT;
+	size_t off[2 * GW_PASS_HEADERS];
+	int npass = 0;
+	for (size_t i = 0; i < m->n_headers && npass < 2 * GW_PASS_HEADERS; i++) {
+		const kvf_http_header *x = &m->headers[i];
+		if (!pass_header(x->name))
+			continue;
+		off[npass++] = hb.len;
+		kvf_buf_append(&hb, x->name.p, x->name.len);
+		kvf_buf_putc(&hb, '\0');
+		off[npass++] = hb.len;
+		kvf_buf_append(&hb, x->value.p, x->value.len);
+		kvf_buf_putc(&hb, '\0');
+	}
+	const char *h[2 * GW_PASS_HEADERS + 20];
 	int k = 0;
+	for (int i = 0; i < npass && !hb.oom; i++)
+		h[k++] = hb.data + off[i];
+	int nup = k;
 	set_hdr(h, &k, "x-kvf-decode", w->id);
 	if (r->prefill >= 0)
 		set_hdr(h, &k, "x-kvf-prefill", gw->workers.w[r->prefill].id);
@@ -245,10 +288,6 @@ static void up_head(kvf_http_creq *cr, const kvf_http_msg *m, void *ud)
 	set_hdr(h, &k, "x-kvf-fetched-tokens", fetched);
 	set_hdr(h, &k, "x-kvf-computed-tokens", computed);
 	set_hdr(h, &k, "x-request-id", idbuf);
-	if (kvf_http_msg_header(m, "retry-after", &v) == 0 && v.len < sizeof(retry_after)) {
-		snprintf(retry_after, sizeof(retry_after), "%.*s", (int)v.len, v.p);
-		set_hdr(h, &k, "Retry-After", retry_after);
-	}
 	h[k] = NULL;
 	int64_t clen = -1;
 	if (m->body_kind == KVF_HTTP_BODY_LENGTH)
@@ -256,8 +295,9 @@ static void up_head(kvf_http_creq *cr, const kvf_http_msg *m, void *ud)
 	else if (m->body_kind == KVF_HTTP_BODY_NONE)
 		clen = 0;
 	int rc = r->io.ops->begin(r->io.r, m->status, ctype[0] ? ctype : NULL, h, clen);
-	if (rc == KVF_E_INVAL) /* a header the worker sent that we cannot repeat: drop them */
-		rc = r->io.ops->begin(r->io.r, m->status, NULL, h, clen);
+	if (rc == KVF_E_INVAL) /* something of the worker's we cannot repeat: ours only */
+		r->io.ops->begin(r->io.r, m->status, NULL, h + nup, clen);
+	kvf_buf_free(&hb);
 	r->began = 1;
 	gw_count_response(gw, m->status);
 }
@@ -538,7 +578,7 @@ static void tokenized(gw_req *r, int rc)
 	kvf_gateway *gw = r->gw;
 	if (rc) {
 		gw_count_rejected(gw, "bad_request");
-		fail_client(r, 400, r->prompt.err, NULL, NULL);
+		fail_client_param(r, 400, r->prompt.err, r->prompt.err_param, NULL, NULL);
 		return;
 	}
 	if (gw->m[GM_TOKENIZE_S])
@@ -683,7 +723,7 @@ void gw_proxy_api(kvf_gateway *gw, gw_io_req io, int endpoint)
 	const char *body = io.ops->body(io.r, &blen);
 	if (gw_prompt_parse(&r->prompt, endpoint, body, blen)) {
 		gw_count_rejected(gw, "bad_request");
-		fail_client(r, 400, r->prompt.err, NULL, NULL);
+		fail_client_param(r, 400, r->prompt.err, r->prompt.err_param, NULL, NULL);
 		return;
 	}
 	if (!gw_model_known(gw, r->prompt.model)) {

@@ -50,7 +50,7 @@ static struct {
 	const char *name, *model;
 	int interval_ms, tokens, fail_status, stall;
 	size_t body_bytes;
-	uint64_t requests, streams_done;
+	uint64_t requests, streams_done, streams_canceled;
 	struct stream streams[MAX_STREAMS];
 	kvf_http_req *held[MAX_STREAMS];
 	int nheld;
@@ -86,6 +86,7 @@ static void stream_close(kvf_http_req *req, void *ud)
 	kvf_loop_timer_stop(F.loop, &s->t);
 	kvf_http_end(req);
 	s->in_use = 0;
+	F.streams_canceled++;
 }
 
 static void stream_tick(kvf_loop *loop, kvf_timer *t, void *ud)
@@ -205,9 +206,10 @@ static void handler(kvf_http_req *req, void *ud)
 {
 	kvf_http_str p = kvf_http_req_path(req);
 	if (kvf_http_str_eq(p, "/fixture/stats")) {
-		char b[128];
-		int n = snprintf(b, sizeof(b), "{\"requests\":%" PRIu64 ",\"streams_done\":%" PRIu64 "}\n", F.requests,
-				 F.streams_done);
+		char b[160];
+		int n = snprintf(b, sizeof(b),
+				 "{\"requests\":%" PRIu64 ",\"streams_done\":%" PRIu64 ",\"streams_canceled\":%" PRIu64 "}\n",
+				 F.requests, F.streams_done, F.streams_canceled);
 		kvf_http_respond(req, 200, "application/json", NULL, b, (size_t)n);
 		return;
 	}
