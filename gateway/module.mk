@@ -15,3 +15,9 @@ $(eval $(call kvf_test_program,kvf-upstream-fixture,tests/integration/upstream_f
 # Unit tests: decision logic with fixed inputs (test_gateway), the request
 # path through a real loop with fixture upstreams (test_gateway_proxy).
 $(eval $(call kvf_unit_test,test_gateway,tests/unit/test_gateway.c,gateway tokenizer common))
+
+# Fuzz target over the request path (body parsing, tokenization, keys,
+# index, routing; request heads; response usage scanning; tenants files).
+$(eval $(call kvf_fuzz,fuzz_gateway,tests/fuzz/fuzz_gateway.c gateway/openai.c gateway/tenant.c gateway/route.c \
+	gateway/workers.c gateway/index_local.c common/openai.c common/json.c common/buf.c common/err.c \
+	common/blockkey.c common/http_parse.c common/http_write.c $(TOKENIZER_SRCS),$(TOKENIZER_LDLIBS)))
