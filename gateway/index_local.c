@@ -152,9 +152,9 @@ static int local_lookup(void *ix, const char *model, const kvf_blockkey *keys, s
 		uint32_t i = find(x, keys[k]);
 		if (i == NIL)
 			break;
+		/* No LRU touch here: every routed request refreshes its chain in
+		 * routed(), and a read-only lookup stays cache friendly. */
 		struct lentry *e = &x->e[i];
-		lru_unlink(x, i);
-		lru_push(x, i);
 		int extended = 0;
 		if (k == 0) {
 			for (int j = 0; j < GW_LOCAL_HOLDERS && e->w[j] >= 0; j++) {

@@ -21,3 +21,8 @@ $(eval $(call kvf_unit_test,test_gateway,tests/unit/test_gateway.c,gateway token
 $(eval $(call kvf_fuzz,fuzz_gateway,tests/fuzz/fuzz_gateway.c gateway/openai.c gateway/tenant.c gateway/route.c \
 	gateway/workers.c gateway/index_local.c common/openai.c common/json.c common/buf.c common/err.c \
 	common/blockkey.c common/http_parse.c common/http_write.c $(TOKENIZER_SRCS),$(TOKENIZER_LDLIBS)))
+
+# Benchmarks (bench/): routing decision cost; gateway vs nginx proxy_pass;
+# prefix-aware vs round-robin vs random routing on sim-backend workers.
+$(eval $(call kvf_bench_program,gateway_route_bench,bench/gateway_route_bench.c,gateway tokenizer common))
+$(eval $(call kvf_bench,gateway-route,bench/gateway_route_bench.sh,$(BENCHBINDIR)/gateway_route_bench))
