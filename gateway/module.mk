@@ -26,3 +26,4 @@ $(eval $(call kvf_fuzz,fuzz_gateway,tests/fuzz/fuzz_gateway.c gateway/openai.c g
 # prefix-aware vs round-robin vs random routing on sim-backend workers.
 $(eval $(call kvf_bench_program,gateway_route_bench,bench/gateway_route_bench.c,gateway tokenizer common))
 $(eval $(call kvf_bench,gateway-route,bench/gateway_route_bench.sh,$(BENCHBINDIR)/gateway_route_bench))
+$(eval $(call kvf_bench,gateway-nginx,bench/gateway_nginx_bench.sh,$(BINDIR)/kvf-gateway $(BUILD)/tests/bin/kvf-upstream-fixture))
