@@ -27,3 +27,4 @@ $(eval $(call kvf_fuzz,fuzz_gateway,tests/fuzz/fuzz_gateway.c gateway/openai.c g
 $(eval $(call kvf_bench_program,gateway_route_bench,bench/gateway_route_bench.c,gateway tokenizer common))
 $(eval $(call kvf_bench,gateway-route,bench/gateway_route_bench.sh,$(BENCHBINDIR)/gateway_route_bench))
 $(eval $(call kvf_bench,gateway-nginx,bench/gateway_nginx_bench.sh,$(BINDIR)/kvf-gateway $(BUILD)/tests/bin/kvf-upstream-fixture))
+$(eval $(call kvf_bench,gateway-routing,bench/gateway_routing_bench.sh,$(BINDIR)/kvf-gateway $(BINDIR)/kvf-bench $(BINDIR)/kvf-decode $(BINDIR)/kvf-mkmodel))
