@@ -89,7 +89,8 @@ static struct {
 static void lcb(void *ud, int status, const gw_holder *h, size_t n)
 {
 	L.n = n < 8 ? n : 8;
-	memcpy(L.h, h, L.n * sizeof(*h));
+	if (L.n)
+		memcpy(L.h, h, L.n * sizeof(*h));
 }
 
 int main(int argc, char **argv)

@@ -1,7 +1,7 @@
 # gateway/: the OpenAI front door (libkvf_gateway.a + kvf-gateway).
 # The cachedir client is used when the tree has it (cachedir/kvf_cachedir.h);
 # otherwise cachedir_absent.c says so at configuration time.
-GATEWAY_HAVE_CACHEDIR := $(if $(wildcard cachedir/kvf_cachedir.h),1,)
+GATEWAY_HAVE_CACHEDIR := $(if $(and $(wildcard cachedir/kvf_cachedir.h),$(wildcard gateway/index_cachedir.c)),1,)
 GATEWAY_SRCS := gateway/config.c gateway/gateway.c gateway/index_local.c gateway/io_epoll.c \
 	gateway/openai.c gateway/proxy.c gateway/route.c gateway/tenant.c gateway/tokpool.c gateway/workers.c \
 	$(if $(GATEWAY_HAVE_CACHEDIR),gateway/index_cachedir.c,gateway/cachedir_absent.c)

@@ -56,7 +56,8 @@ static struct {
 static void lookup_cb(void *ud, int status, const gw_holder *h, size_t n)
 {
 	L.n = n < 16 ? n : 16;
-	memcpy(L.h, h, L.n * sizeof(*h));
+	if (L.n)
+		memcpy(L.h, h, L.n * sizeof(*h));
 }
 
 static void body_path(int endpoint, const uint8_t *data, size_t size)

@@ -253,7 +253,8 @@ static void lookup_cb(void *ud, int status, const gw_holder *h, size_t n)
 	L.calls++;
 	L.status = status;
 	L.n = n;
-	memcpy(L.h, h, n * sizeof(*h));
+	if (n)
+		memcpy(L.h, h, n * sizeof(*h));
 }
 
 static const gw_holder *holder_of(int widx)

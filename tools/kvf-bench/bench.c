@@ -633,7 +633,8 @@ static void summarize(const kb_result *r, struct summary *s)
 	qsort(tt, nt, sizeof(double), cmp_d);
 	qsort(ee, ne, sizeof(double), cmp_d);
 	double *it = malloc((r->n_itl + 1) * sizeof(double));
-	memcpy(it, r->itl_ms, r->n_itl * sizeof(double));
+	if (r->n_itl)
+		memcpy(it, r->itl_ms, r->n_itl * sizeof(double));
 	qsort(it, r->n_itl, sizeof(double), cmp_d);
 	static const double ps[3] = { 50, 90, 99 };
 	for (int i = 0; i < 3; i++) {
