@@ -2,7 +2,8 @@
 #   library cachedir: protocol codec (proto.c), index (index.c), server
 #   (server.c, what the daemon runs on its loop) and the client library
 #   (client.c, public header cachedir/kvf_cachedir.h).
-CACHEDIR_SRCS := cachedir/proto.c cachedir/index.c
+CACHEDIR_SRCS := cachedir/proto.c cachedir/index.c cachedir/server.c cachedir/client.c
 $(eval $(call kvf_library,cachedir,$(CACHEDIR_SRCS),))
 
 $(eval $(call kvf_unit_test,test_cachedir_index,tests/unit/test_cachedir_index.c,cachedir common))
+$(eval $(call kvf_unit_test,test_cachedir_server,tests/unit/test_cachedir_server.c,cachedir common))
