@@ -7,3 +7,4 @@ $(eval $(call kvf_library,cachedir,$(CACHEDIR_SRCS),))
 
 $(eval $(call kvf_unit_test,test_cachedir_index,tests/unit/test_cachedir_index.c,cachedir common))
 $(eval $(call kvf_unit_test,test_cachedir_server,tests/unit/test_cachedir_server.c,cachedir common))
+$(eval $(call kvf_unit_test,test_cachedir_client,tests/unit/test_cachedir_client.c,cachedir common))
