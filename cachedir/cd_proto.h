@@ -289,6 +289,14 @@ const char *cd_type_name(uint8_t type);
  */
 int cd_proto_decode(const kvf_frame *f, uint32_t max_keys, cd_msg *m);
 
+/*
+ * Encodes a decoded message back into one frame (same request id): the
+ * inverse of cd_proto_decode(), used by the fuzz target and the tests to
+ * check that every accepted frame re-encodes to the same bytes. Returns 0,
+ * the writer's error, or KVF_E_UNSUPPORTED for an unknown type.
+ */
+int cd_proto_encode(kvf_wire_writer *w, const cd_msg *m);
+
 /* Next holder / worker record: 1 and *out, 0 at the end (lists were
  * validated by cd_proto_decode, so no error is possible). */
 int cd_lookup_reply_next(cd_lookup_reply *r, cd_holder *out);

@@ -5,6 +5,11 @@
 CACHEDIR_SRCS := cachedir/proto.c cachedir/index.c cachedir/server.c cachedir/client.c
 $(eval $(call kvf_library,cachedir,$(CACHEDIR_SRCS),))
 
+$(eval $(call kvf_unit_test,test_cachedir_proto,tests/unit/test_cachedir_proto.c,cachedir common))
 $(eval $(call kvf_unit_test,test_cachedir_index,tests/unit/test_cachedir_index.c,cachedir common))
 $(eval $(call kvf_unit_test,test_cachedir_server,tests/unit/test_cachedir_server.c,cachedir common))
 $(eval $(call kvf_unit_test,test_cachedir_client,tests/unit/test_cachedir_client.c,cachedir common))
+
+# Fuzz target: the protocol decoder (+ re-encoding and the index); `make
+# test` replays tests/fuzz/corpus/fuzz_cachedir/.
+$(eval $(call kvf_fuzz,fuzz_cachedir,tests/fuzz/fuzz_cachedir.c cachedir/proto.c cachedir/index.c common/frame.c common/wire.c common/err.c))

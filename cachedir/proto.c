@@ -13,6 +13,7 @@
 
 #include <string.h>
 
+#include "common/kvf_alloc.h"
 #include "common/kvf_err.h"
 
 const char *cd_type_name(uint8_t type)
@@ -659,9 +660,15 @@ int cd_proto_decode(const kvf_frame *f, uint32_t max_keys, cd_msg *m)
 	decode_body(&d, type, m);
 	if (d.what)
 		return kvf_errf(KVF_E_PROTO, "cachedir: %s: %s", cd_type_name(type), d.what);
-	if (kvf_wire_reader_done(&d.r) < 0)
-		return kvf_errf(KVF_E_PROTO, "cachedir: %s: payload of %u bytes is %s", cd_type_name(type),
-				f->hdr.len, kvf_wire_remaining(&d.r) ? "too long" : "truncated");
+	size_t left = kvf_wire_remaining(&d.r);
+	int short_read = kvf_wire_reader_error(&d.r) != 0;
+	if (kvf_wire_reader_done(&d.r) < 0) {
+		if (short_read)
+			return kvf_errf(KVF_E_PROTO, "cachedir: %s: payload of %u bytes is truncated",
+					cd_type_name(type), f->hdr.len);
+		return kvf_errf(KVF_E_PROTO, "cachedir: %s: payload too long: %zu trailing bytes",
+				cd_type_name(type), left);
+	}
 	return 0;
 }
 
@@ -685,4 +692,153 @@ int cd_workers_reply_next(cd_workers_reply *r, cd_worker_info *out)
 	r->items = d.r;
 	r->n--;
 	return !kvf_wire_reader_error(&d.r);
+}
+
+/* ---- re-encoding a decoded message ---- */
+
+static kvf_blockkey *keys_copy(const cd_keys *k)
+{
+	kvf_blockkey *a = kvf_malloc((k->n ? k->n : 1) * sizeof(*a));
+	if (a)
+		for (uint32_t i = 0; i < k->n; i++)
+			a[i] = cd_keys_get(k, i);
+	return a;
+}
+
+int cd_proto_encode(kvf_wire_writer *w, const cd_msg *m)
+{
+	size_t start = w->len;
+	uint32_t rid = m->hdr.request_id;
+	const cd_keys *kv = NULL;
+	kvf_blockkey *keys = NULL;
+	switch (m->hdr.type) {
+	case CD_STORED:
+		kv = &m->u.stored.keys;
+		break;
+	case CD_REMOVED:
+		kv = &m->u.removed.keys;
+		break;
+	case CD_LOOKUP:
+		kv = &m->u.lookup.keys;
+		break;
+	case CD_WATCH_EVENT:
+		if (m->u.ev.kind == CD_EV_STORED || m->u.ev.kind == CD_EV_REMOVED)
+			kv = &m->u.ev.u.blocks.keys;
+		break;
+	default:
+		break;
+	}
+	if (kv && !(keys = keys_copy(kv)))
+		return KVF_E_NOMEM;
+	int rc = 0;
+	switch (m->hdr.type) {
+	case CD_ERROR:
+		rc = cd_enc_error(w, rid, m->u.error.code, m->u.error.fatal, m->u.error.msg);
+		break;
+	case CD_OK:
+	case CD_PING:
+	case CD_PONG:
+	case CD_UNREGISTER:
+	case CD_UNWATCH:
+		rc = cd_enc_empty(w, m->hdr.type, rid);
+		break;
+	case CD_REGISTER:
+		rc = cd_enc_register(w, rid, &m->u.reg);
+		break;
+	case CD_REGISTERED:
+		rc = cd_enc_registered(w, rid, &m->u.registered);
+		break;
+	case CD_HEARTBEAT:
+		rc = cd_enc_heartbeat(w, rid, &m->u.hb);
+		break;
+	case CD_HEARTBEAT_ACK:
+		rc = cd_enc_heartbeat_ack(w, rid, &m->u.hb_ack);
+		break;
+	case CD_STORED:
+		rc = cd_enc_stored(w, m->u.stored.seq, m->u.stored.tier,
+				   (m->u.stored.flags & CD_STORED_PARENT) ? &m->u.stored.parent : NULL, keys, kv->n);
+		break;
+	case CD_REMOVED:
+		rc = cd_enc_removed(w, m->u.removed.seq, m->u.removed.tier, keys, kv->n);
+		break;
+	case CD_CLEARED:
+	case CD_SYNC_BEGIN:
+	case CD_SYNC_END:
+		rc = cd_enc_seqmsg(w, m->hdr.type, rid, m->u.seq.seq);
+		break;
+	case CD_SYNCED:
+		rc = cd_enc_synced(w, rid, &m->u.synced);
+		break;
+	case CD_RESYNC:
+		rc = cd_enc_resync(w, &m->u.resync);
+		break;
+	case CD_LOOKUP:
+		rc = cd_enc_lookup(w, rid, m->u.lookup.model, keys, kv->n);
+		break;
+	case CD_LOOKUP_REPLY: {
+		cd_lookup_reply r = m->u.lookup_reply;
+		cd_list_frame lf;
+		uint32_t n = r.nholders;
+		cd_lookup_reply_begin(w, rid, r.nkeys, r.nmatched, r.flags, &lf);
+		cd_holder h;
+		while (cd_lookup_reply_next(&r, &h))
+			cd_put_holder(w, h.worker_id, h.state, h.prefix);
+		rc = cd_list_end(w, &lf, n);
+		break;
+	}
+	case CD_WORKERS:
+		rc = cd_enc_workers(w, rid, m->u.workers.model);
+		break;
+	case CD_WORKERS_REPLY: {
+		cd_workers_reply r = m->u.workers_reply;
+		cd_list_frame lf;
+		uint32_t n = r.n;
+		cd_workers_reply_begin(w, rid, &lf);
+		cd_worker_info wi;
+		while (cd_workers_reply_next(&r, &wi))
+			cd_put_worker_info(w, &wi);
+		rc = cd_list_end(w, &lf, n);
+		break;
+	}
+	case CD_WATCH:
+		rc = cd_enc_watch(w, rid, m->u.watch.flags, m->u.watch.model);
+		break;
+	case CD_WATCH_EVENT: {
+		const cd_watch_event *e = &m->u.ev;
+		switch (e->kind) {
+		case CD_EV_SNAPSHOT_BEGIN:
+		case CD_EV_SNAPSHOT_END:
+			rc = cd_enc_ev_snapshot(w, rid, e->seq, e->kind, e->u.snap.server_epoch, e->u.snap.reason);
+			break;
+		case CD_EV_WORKER:
+			rc = cd_enc_ev_worker(w, rid, e->seq, &e->u.worker);
+			break;
+		case CD_EV_WORKER_GONE:
+			rc = cd_enc_ev_gone(w, rid, e->seq, e->u.gone.worker_id, e->u.gone.reason);
+			break;
+		case CD_EV_STORED:
+		case CD_EV_REMOVED:
+			rc = cd_enc_ev_blocks(w, rid, e->seq, e->kind, e->u.blocks.worker_id, e->u.blocks.tier,
+					      (e->u.blocks.flags & CD_STORED_PARENT) ? &e->u.blocks.parent : NULL, keys,
+					      kv->n);
+			break;
+		case CD_EV_CLEARED:
+			rc = cd_enc_ev_cleared(w, rid, e->seq, e->u.cleared.worker_id);
+			break;
+		default:
+			rc = KVF_E_UNSUPPORTED;
+			break;
+		}
+		break;
+	}
+	default:
+		rc = KVF_E_UNSUPPORTED;
+		break;
+	}
+	kvf_free(keys);
+	/* Encoders of unsolicited messages write request id 0: restore it. */
+	if (rc == 0 && w->len >= start + KVF_FRAME_HDR_LEN)
+		for (int i = 0; i < 4; i++)
+			w->buf[start + 8 + i] = (uint8_t)(rid >> (8 * i));
+	return rc;
 }
