@@ -13,3 +13,7 @@ $(eval $(call kvf_unit_test,test_cachedir_client,tests/unit/test_cachedir_client
 # Fuzz target: the protocol decoder (+ re-encoding and the index); `make
 # test` replays tests/fuzz/corpus/fuzz_cachedir/.
 $(eval $(call kvf_fuzz,fuzz_cachedir,tests/fuzz/fuzz_cachedir.c cachedir/proto.c cachedir/index.c common/frame.c common/wire.c common/err.c))
+
+# kvf-cachedir-tool: command-line client (worker, lookup, workers, watch,
+# flood, gap, raw), used by the integration tests.
+$(eval $(call kvf_program,kvf-cachedir-tool,cachedir/tools/cdtool.c,cachedir common))
