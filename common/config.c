@@ -434,8 +434,6 @@ int kvf_config_add(kvf_config *cfg, const kvf_cfg_section *sec, void *storage)
 {
 	if (find_section(cfg, sec->name, strlen(sec->name)))
 		return kvf_errf(KVF_E_EXISTS, "config: section '%s' registered twice", sec->name);
-	if (!known_section(sec->name))
-		return kvf_errf(KVF_E_INVAL, "config: section '%s' missing from kvf_config_known_sections", sec->name);
 	if (kvf_grow((void **)&cfg->ents, &cfg->cap, cfg->n + 1, sizeof(*cfg->ents)))
 		return kvf_errf(KVF_E_NOMEM, "config: out of memory");
 	for (size_t i = 0; i < sec->nkeys; i++) {
@@ -467,9 +465,9 @@ static int load_parsed(kvf_config *cfg, config_t *lc, const char *origin)
 		snprintf(where, sizeof(where), "%s:%u", file ? file : origin, config_setting_source_line(g));
 		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
 			return kvf_errf(KVF_E_CONFIG, "%s: '%s' must be a section { ... }", where, gname);
-		if (!known_section(gname))
-			return kvf_errf(KVF_E_CONFIG, "%s: unknown section '%s'", where, gname);
 		const struct cfg_entry *e = find_section(cfg, gname, strlen(gname));
+		if (!e && !known_section(gname))
+			return kvf_errf(KVF_E_CONFIG, "%s: unknown section '%s'", where, gname);
 		if (!e)
 			continue; /* another daemon's section */
 		int nk = config_setting_length(g);
@@ -706,8 +704,10 @@ int kvf_config_doc(const kvf_cfg_section *const *secs, size_t n, kvf_buf *out)
 		kvf_buf_puts(out, "| key | type | default | range | description |\n|---|---|---|---|---|\n");
 		for (size_t j = 0; j < sec->nkeys; j++) {
 			const kvf_cfg_key *k = &sec->keys[j];
-			kvf_buf_printf(out, "| `%s` | %s | `%s` | ", k->name, type_names[k->type],
-				       k->def && *k->def ? k->def : "");
+			if (k->def && *k->def)
+				kvf_buf_printf(out, "| `%s` | %s | `%s` | ", k->name, type_names[k->type], k->def);
+			else
+				kvf_buf_printf(out, "| `%s` | %s | (empty) | ", k->name, type_names[k->type]);
 			describe_range(k, out);
 			kvf_buf_printf(out, " | %s |\n", k->help);
 		}

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #define KVF_ERRMSG_MAX 512
 
@@ -60,8 +61,12 @@ int kvf_err_from_errno(int errnum)
 
 int kvf_verrf(int err, const char *fmt, va_list ap)
 {
+	/* Format aside first: callers often wrap the previous message,
+	 * kvf_errf(rc, "context: %s", kvf_errmsg()). */
+	char tmp[KVF_ERRMSG_MAX];
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	memcpy(errmsg, tmp, sizeof(errmsg));
 	errcode = err;
-	vsnprintf(errmsg, sizeof(errmsg), fmt, ap);
 	return err;
 }
 

@@ -64,6 +64,9 @@ typedef struct kvf_cfg_section {
 	size_t nkeys;
 	/* Optional cross-key check after loading; return kvf_errf(...). */
 	int (*validate)(const void *storage);
+	/* sizeof the bound struct, so generic tools (kvf-config) can check a
+	 * whole file without knowing the type. */
+	size_t storage_size;
 } kvf_cfg_section;
 
 /* Declares one key of struct TYPE: KVF_CFG_KEY(struct gw_cfg, port, INT, "8080", 1, 65535, NULL, "help") */
@@ -106,8 +109,8 @@ int kvf_config_doc(const kvf_cfg_section *const *secs, size_t n, kvf_buf *out);
 int kvf_config_parse_size(const char *s, uint64_t *bytes);
 int kvf_config_parse_duration(const char *s, uint64_t *ms);
 
-/* Names of every section some component defines; a file section outside
- * this list is an error. */
+/* Names of every section some component defines; a file section that is
+ * neither registered nor in this list is an error (a typo). */
 extern const char *const kvf_config_known_sections[];
 
 /*

@@ -20,3 +20,11 @@ $(eval $(call kvf_unit_test,test_config,tests/unit/test_config.c,common))
 $(eval $(call kvf_unit_test,test_json,tests/unit/test_json.c,common))
 $(eval $(call kvf_unit_test,test_metrics,tests/unit/test_metrics.c,common))
 $(eval $(call kvf_unit_test,test_admin,tests/unit/test_admin.c,common))
+
+# http: parser, writer, server
+$(eval $(call kvf_unit_test,test_http_parse,tests/unit/test_http_parse.c,common))
+$(eval $(call kvf_unit_test,test_http_server,tests/unit/test_http_server.c,common))
+$(eval $(call kvf_fuzz,fuzz_http,tests/fuzz/fuzz_http.c common/http_parse.c common/http_write.c common/buf.c common/err.c))
+
+# config: fuzz the override and file parsers (print -> parse round trip)
+$(eval $(call kvf_fuzz,fuzz_config,tests/fuzz/fuzz_config.c common/config.c common/buf.c common/err.c,-lconfig))

@@ -170,8 +170,9 @@ int kvf_net_connect_tcp(const char *hostport, int nonblock, int *fd_out)
 			continue;
 		}
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || (nonblock && errno == EINPROGRESS)) {
+			int family = ai->ai_family;
 			freeaddrinfo(res);
-			if (ai->ai_family != AF_UNIX)
+			if (family != AF_UNIX)
 				kvf_net_set_nodelay(fd, 1);
 			*fd_out = fd;
 			return 0;

@@ -18,6 +18,7 @@ BENCHBINDIR := $(BUILD)/bench/bin
 ALL_LIBS     :=
 ALL_BINS     :=
 UNIT_TESTS   :=
+TEST_PROGRAMS :=
 FUZZ_TARGETS :=
 FUZZ_REPLAYS :=
 BENCHES      :=
@@ -74,6 +75,18 @@ $$(BINDIR)/$(1): $$(OBJS_bin_$(1)) $$(call lib_paths,$(3))
 	$$(Q)mkdir -p $$(@D) && $$(CC) $$(LDFLAGS) -o $$@ $$(OBJS_bin_$(1)) $$(call lib_paths,$(3)) $$(call lib_ldlibs,$(3)) $(4) $$(LDLIBS_BASE)
 ALL_BINS += $$(BINDIR)/$(1)
 DEPFILES += $$(OBJS_bin_$(1):.o=.d)
+endef
+
+# $(call kvf_test_program,NAME,SOURCES,LIBS,LDLIBS)
+# A helper program for integration tests: $(BUILD)/tests/bin/NAME, built by
+# `make test`, never installed.
+define kvf_test_program
+OBJS_tbin_$(1) := $$(patsubst %.c,$$(OBJDIR)/%.o,$(2))
+$$(BUILD)/tests/bin/$(1): $$(OBJS_tbin_$(1)) $$(call lib_paths,$(3))
+	$$(call msg,LD,$$@)
+	$$(Q)mkdir -p $$(@D) && $$(CC) $$(LDFLAGS) -o $$@ $$(OBJS_tbin_$(1)) $$(call lib_paths,$(3)) $$(call lib_ldlibs,$(3)) $(4) $$(LDLIBS_BASE)
+TEST_PROGRAMS += $$(BUILD)/tests/bin/$(1)
+DEPFILES += $$(OBJS_tbin_$(1):.o=.d)
 endef
 
 # $(call kvf_unit_test,NAME,SOURCES,LIBS,LDLIBS)

@@ -7,7 +7,7 @@ all: $(ALL_LIBS) $(ALL_BINS)
 TEST_MANIFEST := $(BUILD)/tests/manifest
 SUITE_SCRIPTS  = $(sort $(wildcard tests/integration/*.sh tests/e2e/*.sh)) $(TEST_SCRIPTS)
 
-tests-build: all $(UNIT_TESTS) $(FUZZ_REPLAYS)
+tests-build: all $(UNIT_TESTS) $(FUZZ_REPLAYS) $(TEST_PROGRAMS)
 
 # The manifest lists every suite the runner executes, one per line:
 #   unit PATH | replay PATH CORPUS_DIR | script PATH
@@ -18,7 +18,8 @@ $(TEST_MANIFEST): FORCE
 	   $(foreach s,$(SUITE_SCRIPTS),echo "script $(s)";) true; } > $@.tmp && mv $@.tmp $@
 
 test: tests-build $(TEST_MANIFEST)
-	$(Q)KVF_BUILD=$(abspath $(BUILD)) KVF_ROOT=$(CURDIR) scripts/run-tests.sh $(TEST_MANIFEST)
+	$(Q)KVF_BUILD=$(abspath $(BUILD)) KVF_ROOT=$(CURDIR) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp \
+		scripts/run-tests.sh $(TEST_MANIFEST)
 
 # ASan + UBSan build of everything in its own tree, whole suite.
 asan:
@@ -56,6 +57,7 @@ help:
 	@echo "make fuzz       run every fuzz target FUZZ_SECONDS (default 30)"
 	@echo "make bench      run every benchmark (bench-NAME for one)"
 	@echo "make install    install binaries into PREFIX (default /usr/local)"
+	@echo "make k8s-check  render, schema-validate and policy-check the k8s overlays"
 	@echo "options: V=1 CUDA=0 DPDK=0 VERBS=0 OFI=0 NCCL=0 BUILD=dir"
 
 FORCE:

@@ -6,6 +6,8 @@
 set -u
 dir=${1:?usage: run-fuzz.sh FUZZDIR TARGET...}; shift
 : "${FUZZ_SECONDS:=30}"
+# Leaks inside third-party libraries we cannot fix are listed here.
+export LSAN_OPTIONS="suppressions=$(pwd)/tests/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 fails=0
 for t in "$@"; do
   work="$dir/work/$t"; art="$dir/artifacts/$t/"

@@ -42,7 +42,8 @@ static int gw_validate(const void *st)
 	return 0;
 }
 
-static const kvf_cfg_section gw_sec = { "gateway", "Gateway settings", gw_keys, KVF_CFG_NKEYS(gw_keys), gw_validate };
+static const kvf_cfg_section gw_sec = { "gateway", "Gateway settings", gw_keys, KVF_CFG_NKEYS(gw_keys), gw_validate,
+					 sizeof(struct gw_cfg) };
 
 struct fx {
 	kvf_config *cfg;

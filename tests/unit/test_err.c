@@ -37,6 +37,9 @@ static void test_errf_detail(void **state)
 	int rc = kvf_errf(KVF_E_CONFIG, "%s:%d: bad key '%s'", "kvf.conf", 12, "foo");
 	assert_int_equal(rc, KVF_E_CONFIG);
 	assert_string_equal(kvf_errmsg(), "kvf.conf:12: bad key 'foo'");
+	/* wrapping the previous message is safe */
+	kvf_errf(KVF_E_CONFIG, "outer: %s", kvf_errmsg());
+	assert_string_equal(kvf_errmsg(), "outer: kvf.conf:12: bad key 'foo'");
 	kvf_err_clear();
 	assert_string_equal(kvf_errmsg(), "success");
 	/* overlong messages are truncated, not overrun */
