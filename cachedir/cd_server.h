@@ -16,13 +16,13 @@
 #include "cachedir/cd_index.h"
 #include "common/kvf_admin.h"
 #include "common/kvf_config.h"
+#include "common/kvf_daemon.h"
 #include "common/kvf_loop.h"
 #include "common/kvf_metrics.h"
 
 typedef struct cd_server cd_server;
 
-/* The keys of the `cachedir { }` config section this server reads; the
- * daemon's section struct embeds it (see cd_server_cfg_keys()). */
+/* The server's keys of the `cachedir { }` config section. */
 typedef struct cd_server_opts {
 	char *listen;               /* "host:port" of the protocol listener */
 	uint64_t heartbeat_ms;      /* interval the server asks workers to heartbeat at */
@@ -41,12 +41,13 @@ typedef struct cd_server_opts {
 /* Defaults as in docs/cachedir.md (a caller not using kvf_config). */
 void cd_server_opts_default(cd_server_opts *o);
 
-/*
- * The config keys of cd_server_opts for a section struct that embeds it at
- * byte offset `base` (offsetof(struct section, srv)). Writes at most max
- * entries into out and returns how many there are.
- */
-size_t cd_server_cfg_keys(size_t base, kvf_cfg_key *out, size_t max);
+/* The whole `cachedir { }` section: the daemon's common keys and the
+ * server's; kvf_cachedir_section (kvf_cachedir.h) is bound to it. */
+typedef struct cd_daemon_cfg {
+	kvf_daemon_cfg d;
+	cd_server_opts srv;
+} cd_daemon_cfg;
+
 /* Cross-key checks (lease >= 2 heartbeats, ...). */
 int cd_server_opts_validate(const cd_server_opts *o);
 

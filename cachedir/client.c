@@ -809,6 +809,7 @@ static int handle_frame(struct sconn *sc, const kvf_frame *f)
 		kvf_loop_timer_stop(cl->loop, &sc->timer);
 		kvf_loop_timer_start(cl->loop, &sc->tick, sc->hb_ms, sc->hb_ms, tick_cb, sc);
 		do_sync(sc);
+		send_heartbeat(sc); /* the load, now rather than one interval later */
 		on_up(sc);
 		break;
 	case CD_HEARTBEAT_ACK:

@@ -32,9 +32,14 @@
 #include <stdint.h>
 
 #include "common/kvf_blockkey.h"
+#include "common/kvf_config.h"
 #include "common/kvf_loop.h"
 
 typedef struct kvf_cachedir kvf_cachedir;
+
+/* The daemon's `cachedir { }` config section (for tools/kvf-config; the
+ * keys are documented in docs/cachedir.md and docs/config.md). */
+extern const kvf_cfg_section kvf_cachedir_section;
 
 /* Storage tiers; a tier set is a bitmask of (1 << tier). */
 enum kvf_cachedir_tier {

@@ -17,3 +17,6 @@ $(eval $(call kvf_fuzz,fuzz_cachedir,tests/fuzz/fuzz_cachedir.c cachedir/proto.c
 # kvf-cachedir-tool: command-line client (worker, lookup, workers, watch,
 # flood, gap, raw), used by the integration tests.
 $(eval $(call kvf_program,kvf-cachedir-tool,cachedir/tools/cdtool.c,cachedir common))
+
+# The daemon: main.c only wires the daemon framework and the server.
+$(eval $(call kvf_program,kvf-cachedir,cachedir/main.c,cachedir common))

@@ -1314,8 +1314,9 @@ static const kvf_admin_cmd server_cmds[] = {
 
 /* ---- config ---- */
 
-#define OPT(f) offsetof(cd_server_opts, f)
-static const kvf_cfg_key opt_keys[] = {
+#define OPT(f) offsetof(cd_daemon_cfg, srv.f)
+static const kvf_cfg_key cachedir_keys[] = {
+	KVF_DAEMON_KEYS(cd_daemon_cfg, d, "0.0.0.0:7701", "/tmp/kvf-cachedir.sock"),
 	{ "listen", KVF_CFG_STRING, OPT(listen), "0.0.0.0:7700", 0, 0, NULL,
 	  "host:port of the binary protocol (docs/protocol-cachedir.md)" },
 	{ "heartbeat_interval", KVF_CFG_DURATION, OPT(heartbeat_ms), "1s", 10, 60000, NULL,
@@ -1323,7 +1324,7 @@ static const kvf_cfg_key opt_keys[] = {
 	{ "lease", KVF_CFG_DURATION, OPT(lease_ms), "5s", 20, 600000, NULL,
 	  "a worker silent this long is dropped with all its blocks (>= 2 heartbeat intervals)" },
 	{ "warmup", KVF_CFG_DURATION, OPT(warmup_ms), "5s", 0, 600000, NULL,
-	  "after start, LOOKUP replies carry the WARMING flag while workers re-announce" },
+	  "after start, LOOKUP replies carry the WARMING flag and /ready is 503 while workers re-announce" },
 	{ "max_frame", KVF_CFG_SIZE, OPT(max_frame_bytes), "4MiB", 65536, 268435456, NULL,
 	  "largest protocol frame accepted, header included; larger: ERROR and close" },
 	{ "max_keys_per_message", KVF_CFG_INT, OPT(max_keys), "65536", 1, 16777216, NULL,
@@ -1341,15 +1342,15 @@ static const kvf_cfg_key opt_keys[] = {
 };
 #undef OPT
 
-size_t cd_server_cfg_keys(size_t base, kvf_cfg_key *out, size_t max)
+static int cachedir_validate(const void *storage)
 {
-	size_t n = sizeof(opt_keys) / sizeof(opt_keys[0]);
-	for (size_t i = 0; i < n && i < max; i++) {
-		out[i] = opt_keys[i];
-		out[i].offset += base;
-	}
-	return n;
+	return cd_server_opts_validate(&((const cd_daemon_cfg *)storage)->srv);
 }
+
+const kvf_cfg_section kvf_cachedir_section = {
+	"cachedir", "The KV block directory (kvf-cachedir)", cachedir_keys, KVF_CFG_NKEYS(cachedir_keys),
+	cachedir_validate, sizeof(cd_daemon_cfg),
+};
 
 int cd_server_opts_validate(const cd_server_opts *o)
 {

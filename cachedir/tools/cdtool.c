@@ -268,8 +268,9 @@ static int cmd_worker(struct opts *o)
 		die("%s", kvf_errmsg());
 	kvf_loop_run(loop);
 	kvf_cachedir_unregister(c);
-	int never = 0;
-	run_until(&never, 100); /* let UNREGISTER leave */
+	uint64_t end = kvf_now_ms() + 100; /* let UNREGISTER leave */
+	while (kvf_now_ms() < end)
+		kvf_loop_run_once(loop, 10);
 	kvf_cachedir_destroy(c);
 	for (size_t i = 0; i < o->nchains; i++)
 		free(w.keys[i]);

@@ -8,6 +8,7 @@
  */
 #include "cachedir/cd_proto.h"
 #include "cachedir/cd_server.h"
+#include "cachedir/kvf_cachedir.h"
 #include "common/kvf_admin.h"
 #include "common/kvf_buf.h"
 #include "common/kvf_err.h"
@@ -755,29 +756,29 @@ static void test_admin_and_metrics(void **state)
 	fx_done(&f);
 }
 
-static void test_config_keys(void **state)
+static void test_config_section(void **state)
 {
 	(void)state;
-	struct sec {
-		int pad;
-		cd_server_opts srv;
-	} s;
-	kvf_cfg_key keys_[32];
-	size_t n = cd_server_cfg_keys(offsetof(struct sec, srv), keys_, 32);
-	assert_true(n >= 10 && n <= 32);
-	kvf_cfg_section sec = { "cachedir", "test", keys_, n, NULL };
+	static cd_daemon_cfg s;
 	kvf_config *cfg;
 	assert_int_equal(kvf_config_new(&cfg), 0);
-	assert_int_equal(kvf_config_add(cfg, &sec, &s), 0);
+	assert_int_equal(kvf_config_add(cfg, &kvf_cachedir_section, &s), 0);
 	assert_string_equal(s.srv.listen, "0.0.0.0:7700");
+	assert_string_equal(s.d.http_listen, "0.0.0.0:7701");
 	assert_int_equal(s.srv.heartbeat_ms, 1000);
 	assert_int_equal(s.srv.lease_ms, 5000);
+	assert_int_equal(s.srv.max_keys, 65536);
+	assert_int_equal(s.srv.max_frame_bytes, 4u << 20);
 	assert_int_equal(kvf_config_set(cfg, "cachedir.lease=3s", "-o"), 0);
 	assert_int_equal(s.srv.lease_ms, 3000);
-	assert_int_equal(cd_server_opts_validate(&s.srv), 0);
+	assert_int_equal(kvf_config_validate(cfg), 0);
 	assert_int_equal(kvf_config_set(cfg, "cachedir.heartbeat_interval=2s", "-o"), 0);
-	assert_int_equal(cd_server_opts_validate(&s.srv), KVF_E_CONFIG);
+	assert_int_equal(kvf_config_validate(cfg), KVF_E_CONFIG);
 	assert_non_null(strstr(kvf_errmsg(), "twice"));
+	assert_int_equal(kvf_config_set(cfg, "cachedir.heartbeat_interval=1s", "-o"), 0);
+	assert_int_equal(kvf_config_set(cfg, "cachedir.max_keys_per_message=1000000", "-o"), 0);
+	assert_int_equal(kvf_config_validate(cfg), KVF_E_CONFIG);
+	assert_non_null(strstr(kvf_errmsg(), "max_frame"));
 	kvf_config_destroy(cfg);
 }
 
@@ -791,7 +792,7 @@ int main(void)
 		cmocka_unit_test(test_watch),
 		cmocka_unit_test(test_watch_overflow),
 		cmocka_unit_test(test_admin_and_metrics),
-		cmocka_unit_test(test_config_keys),
+		cmocka_unit_test(test_config_section),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
