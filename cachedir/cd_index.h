@@ -9,8 +9,10 @@
  *     inline, plus the index of an overflow array for blocks with more. A
  *     holder is a u32: worker index << 5 | seen | mark | tier bits, so a
  *     lookup touches one slot (half a cache line) per key;
- *   - per worker, the keys it holds (16 bytes each, append-only with lazy
- *     deletion and amortized compaction). Expiring a worker walks only its
+ *   - per worker, the keys it holds (16 bytes each) in a list of chunks
+ *     that double from 32 to 2048 keys (no realloc copies, so no heap
+ *     fragmentation at 10M keys), append-only with lazy deletion and
+ *     amortized compaction in place. Expiring a worker walks only its
  *     own keys; a re-announce (sync) marks what it re-lists and sweeps the
  *     rest with the same walk, so lookups keep answering during a sync;
  *   - workers are numbered by a compact u32 index, reused after removal.
@@ -44,8 +46,8 @@ typedef struct cd_worker {
 	uint64_t epoch;
 	uint64_t blocks[CD_NTIERS]; /* holder entries with tier t */
 	uint64_t nheld;             /* keys held in any tier */
-	kvf_blockkey *keys;         /* membership, with stale entries */
-	size_t nkeys, keys_cap, stale;
+	struct cd_mchunk *mhead, *mtail; /* membership: keys, with stale entries */
+	size_t nkeys, stale;
 	uint8_t mark, syncing;
 	/* ---- server-owned session state (cachedir/server.c) ---- */
 	uint8_t state;          /* enum cd_wstate */

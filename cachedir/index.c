@@ -9,7 +9,7 @@
  *   - a (key, worker) entry appears once per slot; its tier bits are nonzero;
  *   - outside a sync every entry of w carries w's mark bit; a sync flips
  *     w->mark, so entries not re-listed keep the old bit and are swept;
- *   - every entry of w has its key somewhere in w->keys (maybe also stale
+ *   - every entry of w has its key somewhere in w's member chunks (maybe also stale
  *     copies and duplicates, counted by w->stale and dropped by compaction).
  * Slots move on deletion (backward shift), so nothing keeps a pointer to a
  * slot across a table change: member lists store keys, not positions.
@@ -44,6 +44,18 @@ struct ext {
 	uint32_t n, cap;
 	uint32_t h[];
 };
+
+/* Member chunks: all full except the last (mtail). */
+struct cd_mchunk {
+	struct cd_mchunk *next;
+	uint32_t n, cap;
+	kvf_blockkey k[];
+};
+#define MCHUNK_MIN 32
+#define MCHUNK_MAX 2048
+#define FOR_MEMBERS(w, c, i) \
+	for (struct cd_mchunk *c = (w)->mhead; c; c = c->next) \
+		for (uint32_t i = 0; i < c->n; i++)
 
 struct lk {
 	uint32_t stamp;
@@ -290,49 +302,67 @@ static void drop_entry(cd_index *ix, cd_worker *w, uint64_t si, uint32_t *hp)
 
 static int member_add(cd_index *ix, cd_worker *w, kvf_blockkey k)
 {
-	if (w->nkeys == w->keys_cap) {
-		size_t cap = w->keys_cap;
-		if (kvf_grow((void **)&w->keys, &cap, w->nkeys + 1, sizeof(*w->keys)))
+	struct cd_mchunk *t = w->mtail;
+	if (!t || t->n == t->cap) {
+		uint32_t cap = t ? (t->cap * 2 > MCHUNK_MAX ? MCHUNK_MAX : t->cap * 2) : MCHUNK_MIN;
+		struct cd_mchunk *c = kvf_malloc(sizeof(*c) + cap * sizeof(kvf_blockkey));
+		if (!c)
 			return kvf_errf(KVF_E_NOMEM, "cachedir index: member list of %s", w->id);
-		ix->member_bytes += (cap - w->keys_cap) * sizeof(*w->keys);
-		w->keys_cap = cap;
+		c->next = NULL;
+		c->n = 0;
+		c->cap = cap;
+		if (t)
+			t->next = c;
+		else
+			w->mhead = c;
+		w->mtail = t = c;
+		ix->member_bytes += sizeof(*c) + cap * sizeof(kvf_blockkey);
 	}
-	w->keys[w->nkeys++] = k;
+	t->k[t->n++] = k;
+	w->nkeys++;
 	return 0;
 }
 
-static void member_shrink(cd_index *ix, cd_worker *w)
+/* Undoes the last member_add (its chunk stays). */
+static void member_pop(cd_worker *w)
 {
-	if (w->nkeys == 0) {
-		ix->member_bytes -= w->keys_cap * sizeof(*w->keys);
-		kvf_free(w->keys);
-		w->keys = NULL;
-		w->keys_cap = 0;
-		return;
+	w->mtail->n--;
+	w->nkeys--;
+}
+
+/* Frees the chunks after `last` (all of them when last is NULL). */
+static void members_truncate(cd_index *ix, cd_worker *w, struct cd_mchunk *last)
+{
+	struct cd_mchunk *c = last ? last->next : w->mhead;
+	while (c) {
+		struct cd_mchunk *next = c->next;
+		ix->member_bytes -= sizeof(*c) + c->cap * sizeof(kvf_blockkey);
+		kvf_free(c);
+		c = next;
 	}
-	if (w->keys_cap > 2 * w->nkeys + 64) {
-		size_t ncap = w->nkeys + w->nkeys / 4 + 16;
-		kvf_blockkey *p = kvf_realloc(w->keys, ncap * sizeof(*p));
-		if (p) {
-			ix->member_bytes -= (w->keys_cap - ncap) * sizeof(*p);
-			w->keys = p;
-			w->keys_cap = ncap;
-		}
-	}
+	if (last)
+		last->next = NULL;
+	else
+		w->mhead = NULL;
+	w->mtail = last;
 }
 
 /*
  * Walks w's member list once: drops stale keys and duplicates, and with
  * sweep also the entries whose mark is not w's (reported through swept).
- * Then clears the SEEN bits it set. Returns the number swept.
+ * Kept keys are moved down in place (the writer never passes the reader;
+ * every chunk before the last is full), the emptied chunks freed. Then
+ * clears the SEEN bits it set. Returns the number swept.
  */
 static uint64_t members_walk(cd_index *ix, cd_worker *w, int sweep, void (*swept)(void *, kvf_blockkey),
 			     void *ud)
 {
+	struct cd_mchunk *wc = w->mhead;
+	uint32_t wi = 0;
 	size_t out = 0;
 	uint64_t nswept = 0;
-	for (size_t i = 0; i < w->nkeys; i++) {
-		kvf_blockkey k = w->keys[i];
+	FOR_MEMBERS(w, rc, ri) {
+		kvf_blockkey k = rc->k[ri];
 		int64_t si = find_slot(ix, k);
 		if (si < 0)
 			continue;
@@ -349,16 +379,26 @@ static uint64_t members_walk(cd_index *ix, cd_worker *w, int sweep, void (*swept
 		if (*hp & H_SEEN)
 			continue;
 		*hp |= H_SEEN;
-		w->keys[out++] = k;
+		if (wi == wc->cap) { /* wc is full (it was already): move on */
+			wc = wc->next;
+			wi = 0;
+		}
+		wc->k[wi++] = k;
+		out++;
 	}
-	for (size_t i = 0; i < out; i++) {
-		int64_t si = find_slot(ix, w->keys[i]);
-		uint32_t *hp = find_holder(ix, &ix->tab[si], w->idx);
-		*hp &= ~H_SEEN;
+	if (out == 0) {
+		members_truncate(ix, w, NULL);
+	} else {
+		wc->n = wi;
+		members_truncate(ix, w, wc);
 	}
 	w->nkeys = out;
 	w->stale = 0;
-	member_shrink(ix, w);
+	FOR_MEMBERS(w, c, i) {
+		int64_t si = find_slot(ix, c->k[i]);
+		uint32_t *hp = find_holder(ix, &ix->tab[si], w->idx);
+		*hp &= ~H_SEEN;
+	}
 	return nswept;
 }
 
@@ -505,7 +545,7 @@ void cd_index_destroy(cd_index *ix)
 		cd_worker *w = ix->workers[i];
 		if (!w)
 			continue;
-		kvf_free(w->keys);
+		members_truncate(ix, w, NULL);
 		kvf_free(w->id);
 		kvf_free(w->http);
 		kvf_free(w->fabric);
@@ -647,8 +687,8 @@ int cd_index_worker_add(cd_index *ix, const cd_register *r, uint32_t max_workers
 uint64_t cd_index_clear(cd_index *ix, cd_worker *w)
 {
 	uint64_t n = 0;
-	for (size_t i = 0; i < w->nkeys; i++) {
-		int64_t si = find_slot(ix, w->keys[i]);
+	FOR_MEMBERS(w, c, i) {
+		int64_t si = find_slot(ix, c->k[i]);
 		if (si < 0)
 			continue;
 		uint32_t *hp = find_holder(ix, &ix->tab[si], w->idx);
@@ -657,9 +697,9 @@ uint64_t cd_index_clear(cd_index *ix, cd_worker *w)
 		drop_entry(ix, w, (uint64_t)si, hp);
 		n++;
 	}
+	members_truncate(ix, w, NULL);
 	w->nkeys = 0;
 	w->stale = 0;
-	member_shrink(ix, w);
 	return n;
 }
 
@@ -721,7 +761,7 @@ int cd_index_store(cd_index *ix, cd_worker *w, kvf_blockkey key, uint8_t tier, u
 		s = &ix->tab[si];
 	}
 	if (add_holder(ix, s, (w->idx << H_SHIFT) | tbit | mark_bit(w))) {
-		w->nkeys--;
+		member_pop(w);
 		return KVF_E_NOMEM; /* only possible on an existing, full slot: nothing to undo */
 	}
 	count_tiers(ix, w, tbit, +1);
@@ -771,8 +811,8 @@ void cd_index_sync_begin(cd_index *ix, cd_worker *w)
 	}
 	/* Restarted sync: unconfirm what the aborted one listed. */
 	uint32_t unconfirmed = w->mark ? 0 : H_MARK;
-	for (size_t i = 0; i < w->nkeys; i++) {
-		int64_t si = find_slot(ix, w->keys[i]);
+	FOR_MEMBERS(w, c, i) {
+		int64_t si = find_slot(ix, c->k[i]);
 		if (si < 0)
 			continue;
 		uint32_t *hp = find_holder(ix, &ix->tab[si], w->idx);
@@ -794,19 +834,19 @@ uint64_t cd_index_foreach(cd_index *ix, cd_worker *w, void (*fn)(void *ud, kvf_b
 			  void *ud)
 {
 	uint64_t n = 0;
-	for (size_t i = 0; i < w->nkeys; i++) {
-		int64_t si = find_slot(ix, w->keys[i]);
+	FOR_MEMBERS(w, c, i) {
+		int64_t si = find_slot(ix, c->k[i]);
 		if (si < 0)
 			continue;
 		uint32_t *hp = find_holder(ix, &ix->tab[si], w->idx);
 		if (!hp || (*hp & H_SEEN))
 			continue;
 		*hp |= H_SEEN;
-		fn(ud, w->keys[i], (uint8_t)(*hp & H_TIERS));
+		fn(ud, c->k[i], (uint8_t)(*hp & H_TIERS));
 		n++;
 	}
-	for (size_t i = 0; i < w->nkeys; i++) {
-		int64_t si = find_slot(ix, w->keys[i]);
+	FOR_MEMBERS(w, c, i) {
+		int64_t si = find_slot(ix, c->k[i]);
 		if (si < 0)
 			continue;
 		uint32_t *hp = find_holder(ix, &ix->tab[si], w->idx);
@@ -885,12 +925,26 @@ static void lookup_start(cd_index *ix)
 	}
 }
 
+/* The slots of a chain's keys are scattered over a table far larger than the
+ * caches: ask for the home slot of the key PREFETCH_AHEAD steps ahead, so the
+ * misses of a long chain overlap instead of adding up. */
+#define PREFETCH_AHEAD 8
+
+static inline void prefetch_key(const cd_index *ix, uint64_t lo)
+{
+	__builtin_prefetch(&ix->tab[home(ix, lo)]);
+}
+
 int cd_index_lookup(cd_index *ix, const cd_model *m, const kvf_blockkey *keys, size_t n, int skip_disconnected,
 		    const cd_match **out, size_t *nout, uint32_t *nmatched)
 {
 	lookup_start(ix);
 	uint32_t ntouched = 0, i;
+	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
+		prefetch_key(ix, keys[i].lo);
 	for (i = 0; i < n; i++) {
+		if (i + PREFETCH_AHEAD < n)
+			prefetch_key(ix, keys[i + PREFETCH_AHEAD].lo);
 		int64_t si = find_slot(ix, keys[i]);
 		if (si < 0 || lookup_step(ix, m, &ix->tab[si], i, skip_disconnected, &ntouched) == 0)
 			break;
@@ -904,7 +958,11 @@ int cd_index_lookup_wire(cd_index *ix, const cd_model *m, const cd_keys *keys, i
 {
 	lookup_start(ix);
 	uint32_t ntouched = 0, i;
+	for (i = 0; i < keys->n && i < PREFETCH_AHEAD; i++)
+		prefetch_key(ix, cd_le64(keys->p + (size_t)i * CD_KEY_BYTES));
 	for (i = 0; i < keys->n; i++) {
+		if (i + PREFETCH_AHEAD < keys->n)
+			prefetch_key(ix, cd_le64(keys->p + (size_t)(i + PREFETCH_AHEAD) * CD_KEY_BYTES));
 		int64_t si = find_slot(ix, cd_keys_get(keys, i));
 		if (si < 0 || lookup_step(ix, m, &ix->tab[si], i, skip_disconnected, &ntouched) == 0)
 			break;

@@ -20,3 +20,8 @@ $(eval $(call kvf_program,kvf-cachedir-tool,cachedir/tools/cdtool.c,cachedir com
 
 # The daemon: main.c only wires the daemon framework and the server.
 $(eval $(call kvf_program,kvf-cachedir,cachedir/main.c,cachedir common))
+
+# Bench: kvf-cachedir vs Redis (llm-d-kv-cache's Redis layout), and the
+# 10M-block memory scale test. `make bench-cachedir`.
+$(eval $(call kvf_bench_program,cachedir_bench,bench/cachedir_bench.c,cachedir common))
+$(eval $(call kvf_bench,cachedir,$(BENCHBINDIR)/cachedir_bench,$(BENCHBINDIR)/cachedir_bench $(BINDIR)/kvf-cachedir))

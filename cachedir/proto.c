@@ -59,6 +59,11 @@ void cd_put_keys(kvf_wire_writer *w, const kvf_blockkey *keys, size_t n)
 	uint8_t *p = kvf_wire_put_space(w, n * CD_KEY_BYTES);
 	if (!p)
 		return;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	/* kvf_blockkey is {u64 lo, u64 hi}: already the wire layout. */
+	_Static_assert(sizeof(kvf_blockkey) == CD_KEY_BYTES, "kvf_blockkey is two u64");
+	memcpy(p, keys, n * CD_KEY_BYTES);
+#else
 	for (size_t i = 0; i < n; i++) {
 		uint64_t lo = keys[i].lo, hi = keys[i].hi;
 		for (int b = 0; b < 8; b++) {
@@ -67,6 +72,7 @@ void cd_put_keys(kvf_wire_writer *w, const kvf_blockkey *keys, size_t n)
 		}
 		p += CD_KEY_BYTES;
 	}
+#endif
 }
 
 static void begin(kvf_wire_writer *w, uint8_t type, uint32_t rid, size_t *start)

@@ -144,6 +144,7 @@ struct cd_server {
 	uint16_t port;
 	uint64_t epoch, start_ms;
 	conn *conns, *dirty, *watchers;
+	conn *reading; /* conn_read() in progress: its output is flushed at the end */
 	size_t nconns;
 	kvf_task *flush_task; /* own allocation: may outlive the server in the loop's queue */
 	int flush_posted;
@@ -192,6 +193,8 @@ static void flush_task_fn(kvf_loop *loop, kvf_task *t)
 static void mark_dirty(conn *c)
 {
 	cd_server *s = c->srv;
+	if (c == s->reading)
+		return; /* conn_read() flushes it before returning: no task needed */
 	if (!c->dirty) {
 		c->dirty = 1;
 		c->dprev = NULL;
@@ -237,6 +240,8 @@ static void worker_disconnected(cd_server *s, cd_worker *w);
 static void conn_free(conn *c)
 {
 	cd_server *s = c->srv;
+	if (s->reading == c)
+		s->reading = NULL;
 	if (c->dirty) {
 		if (c->dprev)
 			c->dprev->dnext = c->dnext;
@@ -986,7 +991,23 @@ static void handle_frame(conn *c, const kvf_frame *f)
 	}
 }
 
+static void conn_read_frames(conn *c);
+
+/* Reads and handles what arrived, then writes the replies in one send():
+ * request/response traffic never waits for the flush task. */
 static void conn_read(conn *c)
+{
+	cd_server *s = c->srv;
+	s->reading = c;
+	conn_read_frames(c);
+	if (s->reading != c)
+		return; /* c was freed */
+	s->reading = NULL;
+	if (c->closing || out_pending(c))
+		conn_flush(c); /* may free c */
+}
+
+static void conn_read_frames(conn *c)
 {
 	for (int round = 0; round < READS_PER_EVENT && !c->closing; round++) {
 		void *buf;
