@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cachedir/cd_index.h"
 #include "cachedir/cd_proto.h"
 #include "common/kvf_blockkey.h"
 #include "common/kvf_buf.h"
@@ -1006,6 +1007,76 @@ static struct scale scale_test(const char *daemon)
 	return S;
 }
 
+/*
+ * Phase 5: the index alone, in this process (no sockets): the cost of one
+ * chain lookup by chain length on a 1M- and a 10M-block index, each block
+ * held by two workers. Shows the cost follows the chain length, not the
+ * index size.
+ */
+#define IX_LENS 4
+static const int ix_lens[IX_LENS] = { 16, 64, 256, 1024 };
+
+struct ixres {
+	uint64_t blocks[2];
+	double ns[2][IX_LENS];
+	uint64_t bytes[2];
+};
+
+static void index_bench(struct ixres *R)
+{
+	const uint64_t sizes[2] = { scale_blocks / 10, scale_blocks };
+	const int G = 4096;
+	for (int z = 0; z < 2; z++) {
+		cd_index *ix;
+		if (cd_index_new(0, &ix))
+			die("index");
+		cd_worker *w[64];
+		cd_register reg;
+		memset(&reg, 0, sizeof(reg));
+		strcpy(reg.model, "llama");
+		reg.role = CD_ROLE_DECODE;
+		reg.tiers = 3;
+		reg.block_size = 16;
+		for (int i = 0; i < 64; i++) {
+			snprintf(reg.worker_id, sizeof(reg.worker_id), "w%02d", i);
+			if (cd_index_worker_add(ix, &reg, 0, &w[i]))
+				die("worker");
+		}
+		uint64_t rng = 7, groups = sizes[z] / (uint64_t)G;
+		kvf_blockkey *first = malloc(groups * 1024 * sizeof(*first)); /* first 1024 keys of each group */
+		for (uint64_t g = 0; g < groups; g++)
+			for (int i = 0; i < G; i++) {
+				kvf_blockkey k = { splitmix(&rng), splitmix(&rng) };
+				if (i < 1024)
+					first[g * 1024 + (uint64_t)i] = k;
+				cd_index_store(ix, w[g % 64], k, CD_TIER_GPU, 0);
+				cd_index_store(ix, w[(g + 1) % 64], k, CD_TIER_HOST, 0);
+			}
+		cd_index_stats st;
+		cd_index_stats_get(ix, &st);
+		R->blocks[z] = st.keys;
+		R->bytes[z] = st.bytes_table + st.bytes_overflow + st.bytes_members + st.bytes_other;
+		cd_model *m = cd_index_model(ix, "llama");
+		for (int l = 0; l < IX_LENS; l++) {
+			int n = 200000 / (ix_lens[l] / 16 + 1);
+			uint64_t t0 = kvf_now_ns(), sum = 0;
+			for (int q = 0; q < n; q++) {
+				uint64_t g = splitmix(&rng) % groups;
+				const cd_match *mt;
+				size_t nm;
+				uint32_t matched;
+				cd_index_lookup(ix, m, &first[g * 1024], (size_t)ix_lens[l], 1, &mt, &nm, &matched);
+				sum += matched + nm;
+			}
+			R->ns[z][l] = (double)(kvf_now_ns() - t0) / n;
+			if (sum != (uint64_t)n * ((uint64_t)ix_lens[l] + 2))
+				die("index lookup answered wrong");
+		}
+		free(first);
+		cd_index_destroy(ix);
+	}
+}
+
 struct thr {
 	int lens[2];
 	double cd_store, rd_store, cd_mem, rd_mem;
@@ -1169,6 +1240,22 @@ int main(int argc, char **argv)
 		       nchains, CHAIN_LEN, NWORKERS, CONNS, DEPTH, rounds, seconds, rver);
 		throughput(daemon, &T);
 	}
+	struct ixres IX;
+	memset(&IX, 0, sizeof(IX));
+	if (do_scale) {
+		index_bench(&IX);
+		printf("\nindex alone (in process): ns per LOOKUP by chain length\n");
+		printf("  %-22s", "blocks x 2 holders");
+		for (int l = 0; l < IX_LENS; l++)
+			printf(" %9d", ix_lens[l]);
+		printf("   index MiB\n");
+		for (int z = 0; z < 2; z++) {
+			printf("  %-22" PRIu64, IX.blocks[z]);
+			for (int l = 0; l < IX_LENS; l++)
+				printf(" %9.0f", IX.ns[z][l]);
+			printf("   %.0f\n", (double)IX.bytes[z] / 1048576.0);
+		}
+	}
 	struct scale S;
 	memset(&S, 0, sizeof(S));
 	if (do_scale) {
@@ -1215,9 +1302,17 @@ int main(int argc, char **argv)
 		fprintf(f, "  \"scale\": {\"blocks\": %" PRIu64 ", \"entries\": %" PRIu64 ", \"load_s\": %.2f, "
 			   "\"rss_base_bytes\": %" PRIu64 ", \"rss_loaded_bytes\": %" PRIu64 ", \"bytes_per_block\": %.1f, "
 			   "\"bytes_per_entry\": %.1f, \"lookup64_p50_us\": %.1f, \"lookup64_p99_us\": %.1f, "
-			   "\"lookup64_server_p50_us\": %.1f, \"lookup64_server_p99_us\": %.1f}\n}\n",
+			   "\"lookup64_server_p50_us\": %.1f, \"lookup64_server_p99_us\": %.1f}",
 			S.blocks, S.entries, S.load_s, S.rss_base, S.rss_loaded, S.per_block, S.per_entry, S.lat64.p50_us,
 			S.lat64.p99_us, S.lat64.srv_p50_us, S.lat64.srv_p99_us);
+		fprintf(f, ",\n  \"index_ns_per_lookup\": {");
+		for (int z = 0; z < 2; z++) {
+			fprintf(f, "%s\"%" PRIu64 "\": {\"index_bytes\": %" PRIu64, z ? ", " : "", IX.blocks[z], IX.bytes[z]);
+			for (int l = 0; l < IX_LENS; l++)
+				fprintf(f, ", \"%d\": %.1f", ix_lens[l], IX.ns[z][l]);
+			fprintf(f, "}");
+		}
+		fprintf(f, "}\n}\n");
 		fclose(f);
 	}
 	free(chains);
