@@ -51,7 +51,7 @@ include mk/rules.mk
 # Components; each may hold sub-components with their own module.mk
 # (engine/tokenizer/, tools/kvfctl/). Library names, not include order, tie
 # programs to libraries.
-COMPONENTS := common engine fabric cachedir prefill decode gateway tools k8s
+COMPONENTS := common engine fabric cachedir worker prefill decode gateway tools k8s
 -include $(foreach c,$(COMPONENTS),$(wildcard $(c)/module.mk $(c)/*/module.mk))
 -include tests/module.mk bench/module.mk
 

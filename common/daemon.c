@@ -391,6 +391,12 @@ void kvf_daemon_stop(kvf_daemon *d)
 	kvf_loop_stop(d->loop);
 }
 
+void kvf_daemon_close_http(kvf_daemon *d)
+{
+	kvf_http_server_destroy(d->http);
+	d->http = NULL;
+}
+
 void kvf_daemon_destroy(kvf_daemon *d)
 {
 	if (!d)

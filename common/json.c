@@ -5,6 +5,7 @@
 #include "common/kvf_json.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,18 +13,17 @@
 
 static _Thread_local char bad_param[64];
 
-static int bad(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int bad(const char *key, const char *fmt, ...)
+int kvf_json_fail(const char *key, const char *fmt, ...)
 {
 	snprintf(bad_param, sizeof(bad_param), "%s", key);
-	char msg[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	kvf_verrf(KVF_E_INVAL, fmt, ap);
 	va_end(ap);
-	return kvf_errf(KVF_E_INVAL, "%s", msg);
+	return KVF_E_INVAL;
 }
+
+#define bad kvf_json_fail
 
 const char *kvf_json_bad_param(void)
 {

@@ -106,6 +106,11 @@ void kvf_daemon_set_hooks(kvf_daemon *d, const kvf_daemon_hooks *hooks);
 /* Starts draining as `drain` on the admin socket does. */
 void kvf_daemon_drain(kvf_daemon *d);
 
+/* Closes the HTTP server now (every open request gets its on_close), so a
+ * component can free what its requests point at before the rest of the
+ * daemon goes. Part of kvf_daemon_destroy() otherwise. */
+void kvf_daemon_close_http(kvf_daemon *d);
+
 /* Runs the loop until the daemon stops; returns the process exit code. */
 int kvf_daemon_run(kvf_daemon *d);
 /* Thread-safe: stop without draining. */

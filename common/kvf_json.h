@@ -37,6 +37,10 @@ int kvf_json_opt_object(const json_t *obj, const char *key, const json_t **out);
 /* The field named by the last failing getter on this thread ("" if none). */
 const char *kvf_json_bad_param(void);
 
+/* For checks the getters cannot express: records param as the bad field and
+ * the message (kvf_errmsg()); returns KVF_E_INVAL. */
+int kvf_json_fail(const char *param, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Appends compact JSON (jansson's JSON_COMPACT) to out. */
 int kvf_json_dump(const json_t *v, kvf_buf *out);
 

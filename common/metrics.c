@@ -546,10 +546,8 @@ int kvf_metrics_render_text(kvf_metrics *m, kvf_buf *out)
 				put_double(out, sum);
 				static const double qs[] = { 0.5, 0.9, 0.99 };
 				static const char *const qn[] = { "p50", "p90", "p99" };
-				for (int i = 0; i < 3; i++) {
-					kvf_buf_printf(out, " %s=", qn[i]);
-					put_double(out, kvf_series_quantile(s, qs[i]));
-				}
+				for (int i = 0; i < 3; i++) /* estimates: 6 digits */
+					kvf_buf_printf(out, " %s=%.6g", qn[i], kvf_series_quantile(s, qs[i]));
 			}
 			kvf_buf_putc(out, '\n');
 		}

@@ -28,3 +28,8 @@ $(eval $(call kvf_fuzz,fuzz_http,tests/fuzz/fuzz_http.c common/http_parse.c comm
 
 # config: fuzz the override and file parsers (print -> parse round trip)
 $(eval $(call kvf_fuzz,fuzz_config,tests/fuzz/fuzz_config.c common/config.c common/buf.c common/err.c,-lconfig))
+
+# openai: request validation and response shapes
+$(eval $(call kvf_unit_test,test_openai,tests/unit/test_openai.c,common))
+CFLAGS_tests/unit/test_openai.c := -DKVF_ROOT_DIR='"$(CURDIR)"'
+$(eval $(call kvf_fuzz,fuzz_openai,tests/fuzz/fuzz_openai.c common/openai.c common/json.c common/buf.c common/err.c,-ljansson))

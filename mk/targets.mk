@@ -49,6 +49,10 @@ distclean: clean
 deps:
 	$(Q)scripts/install-deps.sh
 
+# The loopback demo cluster (scripts/run-demo.sh); MODEL=/path/to/hf-model.
+run: all
+	$(Q)KVF_BUILD=$(BUILD) MODEL=$(MODEL) scripts/run-demo.sh
+
 help:
 	@echo "make            build everything under $(BUILD)/"
 	@echo "make run        start the loopback demo cluster"

@@ -46,11 +46,13 @@ check_contains() {
   if [[ "$2" == *"$3"* ]]; then pass "$1"; else fail "$1" "[$3] not found in [$(printf '%.400s' "$2")]"; fi
 }
 
-# free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now,
+# below the kernel's ephemeral range (32768+) so no outgoing connection can
+# be holding it.
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % 12000))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
   done
   return 1

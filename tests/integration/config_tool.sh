@@ -30,7 +30,7 @@ out=$("$KC" check "$KVF_TMP/typo.conf" 2>&1); rc=$?
 check_eq "unknown section exits 2" 2 "$rc"
 check_contains "unknown section named" "$out" "unknown section 'clustr'"
 
-out=$("$KC" print -o cluster.block_size=32 2>&1)
+out=$("$KC" print -o engine.model_dir=/models/m -o cluster.block_size=32 2>&1)
 check_contains "print applies -o" "$out" "block_size = 32;"
 out=$("$KC" print -o cluster.block_size=abc 2>&1); rc=$?
 check_eq "bad -o exits 2" 2 "$rc"

@@ -1,0 +1,2 @@
+# prefill/: the kvf-prefill daemon.
+$(eval $(call kvf_program,kvf-prefill,prefill/main.c,worker engine tokenizer common))

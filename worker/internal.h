@@ -1,0 +1,106 @@
+/*
+ * internal.h (private to worker/): the worker object and one served request.
+ */
+#ifndef KVF_WORKER_INTERNAL_H
+#define KVF_WORKER_INTERNAL_H
+
+#include "common/kvf_blockkey.h"
+#include "common/kvf_buf.h"
+#include "common/kvf_http.h"
+#include "common/kvf_metrics.h"
+#include "common/kvf_openai.h"
+#include "engine/tokenizer/kvf_tokenizer.h"
+#include "worker/engine_thread.h"
+#include "worker/kvf_worker.h"
+
+/* Metric handles: the order of worker_metrics[] in worker.c. */
+enum {
+	WM_REQUESTS,     /* {outcome} */
+	WM_PROMPT_TOKENS,
+	WM_GEN_TOKENS,
+	WM_CACHED_TOKENS,
+	WM_FETCHED_TOKENS,
+	WM_COMPUTED_TOKENS,
+	WM_TTFT,
+	WM_ITL,
+	WM_E2E,
+	WM_WAITING,
+	WM_RUNNING,
+	WM_KV_USAGE,
+	WM_KV_BLOCKS,    /* {state} */
+	WM_PREFIX_HIT,
+	WM_PREEMPTIONS,
+	WM_VLLM_WAITING,
+	WM_VLLM_RUNNING,
+	WM_VLLM_KV,
+	WM_N
+};
+
+enum { OUTCOME_OK, OUTCOME_ERROR, OUTCOME_CANCELLED, OUTCOME_REJECTED, OUTCOME_N };
+
+struct wreq;
+
+struct kvf_worker {
+	kvf_daemon *d;
+	kvf_worker_role role;
+	const kvf_engine_cfg *ecfg;
+	const kvf_worker_cfg *wcfg;
+	const kvf_cluster_cfg *cluster;
+	kvf_loop *loop;
+	kvf_tokenizer *tok;
+	ew *engine;
+	kvf_blockkey_ctx *keys;
+	char model_name[256];
+	uint32_t eos_ids[8];
+	size_t n_eos;
+	kvf_metric *m[WM_N];
+	kvf_series *outcome[OUTCOME_N];
+	kvf_series *kv_state[3];
+	uint64_t preempt_seen;
+	struct wreq *reqs;    /* every request in flight (list) */
+	size_t n_reqs;
+	uint64_t next_id;
+	int draining;
+};
+
+/* One API request, from parse to the last byte sent. */
+typedef struct wreq {
+	ew_req er;                 /* handed to the engine thread */
+	struct wreq *next, *prev;  /* kvf_worker.reqs */
+	kvf_worker *w;
+	uint64_t id;               /* for show requests */
+	kvf_http_req *http;        /* NULL once the HTTP side finished */
+	kvf_oai_request oai;
+	kvf_oai_resp resp;
+	char resp_id[40];
+	char tenant[64];
+	kvf_tok_ids prompt;        /* prompt token ids */
+	kvf_blockkey *keys;        /* keys of the prompt's full blocks */
+	int n_keys;
+	const char *stops[KVF_OAI_MAX_STOP];
+	kvf_detok *detok;
+	kvf_buf text;              /* generated text */
+	size_t sent;               /* bytes of text already streamed */
+	size_t hold;               /* bytes held back from streaming (stop strings) */
+	size_t lp_sent;            /* generated tokens whose logprobs/ids were streamed */
+	uint32_t *out_ids;         /* generated ids */
+	size_t n_out, cap_out;
+	kvf_oai_logprob *lps;      /* per generated token when logprobs */
+	char **lp_strings;         /* strings the logprobs point at */
+	size_t n_lp_strings, cap_lp_strings, cap_lps;
+	kvf_request_info info;
+	uint64_t t_arrive_ns, t_first_ns, t_last_ns;
+	int began;                 /* streaming response started */
+	int engine_done;           /* terminal event received */
+	int cancel_sent, cancel_acked;
+	const char *finish;        /* "stop" | "length" once finished */
+} wreq;
+
+/* serve.c */
+void worker_serve_http(kvf_http_req *req, void *ud);
+void worker_on_batch(void *ud, const ew_batch *b);
+void worker_cancel_all(kvf_worker *w);
+/* At shutdown, after the engine thread stopped: frees every request. */
+void worker_free_all(kvf_worker *w);
+
+#endif
