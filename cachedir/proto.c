@@ -361,13 +361,17 @@ int cd_enc_ev_cleared(kvf_wire_writer *w, uint32_t rid, uint64_t seq, const char
 struct dec {
 	kvf_wire_reader r;
 	const char *what; /* first semantic failure, NULL when none */
+	int code;         /* its code: KVF_E_PROTO, or KVF_E_TOOBIG for a key count over the limit */
 	uint32_t max_keys;
+	uint32_t nkeys;   /* the count that was over the limit */
 };
 
 static void bad(struct dec *d, const char *what)
 {
-	if (!d->what)
+	if (!d->what) {
 		d->what = what;
+		d->code = KVF_E_PROTO;
+	}
 }
 
 static void get_str(struct dec *d, char *dst, size_t cap, int nonempty, const char *what)
@@ -391,7 +395,11 @@ static void get_keys(struct dec *d, cd_keys *k)
 {
 	k->n = kvf_wire_get_u32(&d->r);
 	if (d->max_keys && k->n > d->max_keys) {
-		bad(d, "too many keys in one message");
+		if (!d->what) {
+			d->what = "too many keys in one message";
+			d->code = KVF_E_TOOBIG;
+			d->nkeys = k->n;
+		}
 		k->n = 0;
 		k->p = NULL;
 		return;
@@ -664,6 +672,9 @@ int cd_proto_decode(const kvf_frame *f, uint32_t max_keys, cd_msg *m)
 	struct dec d = { .what = NULL, .max_keys = max_keys };
 	kvf_wire_reader_init(&d.r, f->payload, f->hdr.len);
 	decode_body(&d, type, m);
+	if (d.what && d.code == KVF_E_TOOBIG)
+		return kvf_errf(KVF_E_TOOBIG, "cachedir: %s: %u keys, more than the %u allowed in one message "
+				"(cachedir.max_keys_per_message)", cd_type_name(type), d.nkeys, d.max_keys);
 	if (d.what)
 		return kvf_errf(KVF_E_PROTO, "cachedir: %s: %s", cd_type_name(type), d.what);
 	size_t left = kvf_wire_remaining(&d.r);

@@ -933,7 +933,7 @@ static void handle_frame(conn *c, const kvf_frame *f)
 	cd_msg m;
 	c->frames_in++;
 	int rc = cd_proto_decode(f, (uint32_t)s->o.max_keys, &m);
-	if (rc == KVF_E_UNSUPPORTED) {
+	if (rc == KVF_E_UNSUPPORTED || rc == KVF_E_TOOBIG) { /* the frame was whole: skip it */
 		send_error(c, f->hdr.request_id, rc, 0, kvf_errmsg());
 		return;
 	}

@@ -137,9 +137,12 @@ check_contains "truncated STORED: PROTO" "$out" "code=PROTO fatal=1"
 out=$("$TOOL" lookup -s "$ADDR" --model llama --seed 1 --blocks 100)
 check_eq "other clients still served" 2 "$(echo "$out" | grep -c '^holder')"
 check_eq "workers kept their connections" 2 "$("$KVFCTL" -s "$SOCK" show clients | awk '$3=="worker"' | wc -l)"
-# A lookup over the configured key limit is refused the same way.
+# A lookup over the configured key limit: a clear error, connection kept.
 out=$("$TOOL" lookup -s "$ADDR" --model llama --seed 1 --blocks 9000); rc=$?
 check_eq "lookup over max_keys_per_message fails" 1 "$rc"
+check_contains "lookup over max_keys_per_message: TOOBIG" "$out" "error TOOBIG msg=\"cachedir: LOOKUP: 9000 keys, more than the 8192 allowed"
+out=$("$TOOL" raw -s "$ADDR" --hex "4b46011400000000000000000e0000000100000000000000000001200000")
+check_contains "STORED over the key limit: not fatal" "$out" "code=TOOBIG fatal=0"
 
 # ---- event gap -> RESYNC -> re-announce ----
 "$TOOL" gap -s "$ADDR" --id gapper --model llama --stay-ms 600 >"$KVF_TMP/gap.log" 2>&1 &

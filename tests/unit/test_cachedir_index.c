@@ -529,7 +529,7 @@ static void test_random_vs_reference(void **state)
 	memset(&ref, 0, sizeof(ref));
 	cd_worker *w[RW];
 	for (int i = 0; i < RW; i++) {
-		char id[8];
+		char id[16];
 		snprintf(id, sizeof(id), "r%d", i);
 		w[i] = add_worker(ix, id, "m", 16);
 		ref.alive[i] = 1;
@@ -538,7 +538,7 @@ static void test_random_vs_reference(void **state)
 		int i = (int)(rnd() % RW);
 		int op = (int)(rnd() % 100);
 		if (!ref.alive[i]) {
-			char id[8];
+			char id[16];
 			snprintf(id, sizeof(id), "r%d", i);
 			w[i] = add_worker(ix, id, "m", 16);
 			ref.alive[i] = 1;

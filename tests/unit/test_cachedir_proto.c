@@ -208,7 +208,7 @@ static void test_decoder_rules(void **state)
 	refuse(CD_STORED, st_flags, sizeof(st_flags), KVF_E_PROTO, "unknown STORED flags");
 	/* 5 keys over the limit of 4 */
 	static const uint8_t st_many[] = { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0 };
-	refuse(CD_STORED, st_many, sizeof(st_many), KVF_E_PROTO, "too many keys");
+	refuse(CD_STORED, st_many, sizeof(st_many), KVF_E_TOOBIG, "5 keys, more than the 4 allowed");
 	/* count says 1 key, none follows */
 	static const uint8_t st_short[] = { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
 	refuse(CD_STORED, st_short, sizeof(st_short), KVF_E_PROTO, NULL);
