@@ -12,6 +12,7 @@
 #include "common/kvf_openai.h"
 #include "engine/tokenizer/kvf_tokenizer.h"
 #include "fabric/kvf_fabric.h"
+#include "cachedir/kvf_cachedir.h"
 #include "worker/engine_thread.h"
 #include "worker/kvf_worker.h"
 
@@ -42,6 +43,18 @@ enum { OUTCOME_OK, OUTCOME_ERROR, OUTCOME_CANCELLED, OUTCOME_REJECTED, OUTCOME_N
 
 struct wreq;
 
+/* A set of block keys (dir.c): the loop thread's mirror of the prefix cache. */
+typedef struct keyset {
+	kvf_blockkey *keys;
+	uint8_t *used;
+	size_t cap, n;
+} keyset;
+
+int keyset_add(keyset *s, kvf_blockkey k);
+int keyset_has(const keyset *s, kvf_blockkey k);
+void keyset_del(keyset *s, kvf_blockkey k);
+void keyset_free(keyset *s);
+
 struct kvf_worker {
 	kvf_daemon *d;
 	kvf_worker_role role;
@@ -71,7 +84,13 @@ struct kvf_worker {
 	struct pd_lease *leases;
 	size_t n_leases;
 	kvf_metric *pm[8];
+	int pull_threshold;   /* tokens: pull a cached prefix from a holder when it saves this many */
 	kvf_series *pull_outcome[2];
+	/* the cluster directory (dir.c) */
+	kvf_cachedir *dir;
+	keyset cached;        /* keys in the prefix cache, as published */
+	int tier;             /* enum kvf_cachedir_tier of this worker's KV */
+	char worker_id[160], http_ep[140], fabric_ep[140];
 	struct wreq *reqs;    /* every request in flight (list) */
 	size_t n_reqs;
 	uint64_t next_id;
@@ -132,6 +151,12 @@ void worker_cancel_all(kvf_worker *w);
 /* At shutdown, after the engine thread stopped: frees every request. */
 void worker_free_all(kvf_worker *w);
 
+/* dir.c: the cluster directory */
+int dir_init(kvf_worker *w);
+void dir_fini(kvf_worker *w);
+void dir_on_blocks(kvf_worker *w, const ew_block_event *ev, int n);
+void dir_drain(kvf_worker *w);
+
 /* pd.c: prefill/decode disaggregation */
 int pd_init(kvf_worker *w);
 void pd_fini(kvf_worker *w);
@@ -141,5 +166,10 @@ int pd_serve(kvf_worker *w, kvf_http_req *req);
  * r. Returns 0 when the pull started (r is then the pull's until it
  * submits), or an error (the caller submits r itself). */
 int pd_pull_start(wreq *r, const char *ep, size_t ep_len);
+/* Decode, without a prefill worker: when the cachedir names another holder
+ * of a longer cached prefix than this worker has, by at least
+ * pull_threshold tokens, pulls those blocks first. Returns 0 when r is now
+ * the lookup's (it submits r in every case), or an error (submit r now). */
+int pd_holder_start(wreq *r);
 
 #endif

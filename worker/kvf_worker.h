@@ -28,6 +28,7 @@ typedef struct kvf_worker_cfg {
 	kvf_daemon_cfg d;
 	char *fabric_listen;
 	char *served_model_name;    /* model id in the API; empty: the model directory's name */
+	char *advertise;            /* host others reach this worker at; empty: derived */
 	int64_t max_waiting;        /* queued requests before new ones get 503 */
 	uint64_t lease_ms;          /* prefill: how long computed KV is held for a puller */
 	uint64_t prefill_timeout_ms;/* decode: a prefill call slower than this falls back */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "common/kvf_alloc.h"
 #include "common/kvf_base64.h"
@@ -446,6 +447,8 @@ int pd_serve(kvf_worker *w, kvf_http_req *req)
 typedef struct pd_pull {
 	wreq *r;
 	kvf_worker *w;
+	int from_holder;   /* 1: cached blocks from a holder (/kvf/v1/blocks); 0: a prefill */
+	int want_blocks;   /* from_holder: blocks asked for */
 	char ep[128];
 	kvf_http_creq *creq;
 	kvf_buf resp;
@@ -515,16 +518,19 @@ static void pull_finish(pd_pull *p, int ok)
 		r->er.params.kv_blocks = r->kv_blocks;
 		r->er.params.n_kv_blocks = p->n_blocks;
 		r->er.params.n_kv_tokens = p->n_kv_tokens;
-		snprintf(r->prefill_ep, sizeof(r->prefill_ep), "%s", p->ep);
+		if (!p->from_holder)
+			snprintf(r->prefill_ep, sizeof(r->prefill_ep), "%s", p->ep);
 		pull_free(p);
 		wreq_submit(r);
 		return;
 	}
 	if (r->http) {
-		kvf_metric_inc(w->pm[PM_FALLBACKS]);
+		if (!p->from_holder)
+			kvf_metric_inc(w->pm[PM_FALLBACKS]);
 		kvf_series_add(w->pull_outcome[1], 1);
-		KVF_LOG_RL(KVF_LOG_WARN, 10, 10000, "pd", "prefill fallback: computing locally",
-			   "prefill=%s reason=\"%s\"", p->ep, p->why ? p->why : "?");
+		KVF_LOG_RL(KVF_LOG_WARN, 10, 10000, "pd", "pull failed: computing locally",
+			   "from=%s kind=%s reason=\"%s\"", p->ep, p->from_holder ? "holder" : "prefill",
+			   p->why ? p->why : "?");
 		wreq_submit(r);
 	} else {
 		wreq_maybe_free(r); /* the client left during the pull */
@@ -605,12 +611,9 @@ static void pull_got_lease(pd_pull *p)
 		p->why = "bad descriptor";
 		goto fail;
 	}
-	/* The holder kept the KV of the whole prompt; we take all but the last
-	 * token, which the engine computes to sample the first output token. */
 	size_t nd = kvf_fabric_desc_nblocks(p->desc);
-	size_t want_desc = ((size_t)r->prompt.n + (size_t)w->block_size - 1) / (size_t)w->block_size;
-	if ((size_t)n_tokens != r->prompt.n || nd != want_desc || (size_t)block_bytes != w->block_bytes) {
-		p->why = "block count or size mismatch (different model or block size?)";
+	if ((size_t)block_bytes != w->block_bytes) {
+		p->why = "block size mismatch (different model, dtype or block size?)";
 		goto fail;
 	}
 	for (size_t i = 0; i < nd; i++)
@@ -618,8 +621,27 @@ static void pull_got_lease(pd_pull *p)
 			p->why = "block size mismatch";
 			goto fail;
 		}
-	p->n_kv_tokens = (int)r->prompt.n - 1;
-	p->n_blocks = (p->n_kv_tokens + w->block_size - 1) / w->block_size;
+	if (p->from_holder) {
+		/* The holder leased the longest prefix it still had (maybe fewer
+		 * blocks than asked): take those, all full blocks. */
+		if (nd == 0 || nd > (size_t)p->want_blocks || (size_t)n_tokens != nd * (size_t)w->block_size) {
+			p->why = "holder answered an unexpected block count";
+			goto fail;
+		}
+		p->n_blocks = (int)nd;
+		p->n_kv_tokens = (int)nd * w->block_size;
+	} else {
+		/* The prefill worker kept the KV of the whole prompt; we take all
+		 * but the last token, which the engine computes to sample the
+		 * first output token. */
+		size_t want_desc = ((size_t)r->prompt.n + (size_t)w->block_size - 1) / (size_t)w->block_size;
+		if ((size_t)n_tokens != r->prompt.n || nd != want_desc) {
+			p->why = "block count mismatch (different model or block size?)";
+			goto fail;
+		}
+		p->n_kv_tokens = (int)r->prompt.n - 1;
+		p->n_blocks = (p->n_kv_tokens + w->block_size - 1) / w->block_size;
+	}
 	if (p->n_blocks == 0) {
 		p->why = "prompt too short to pull";
 		goto fail;
@@ -667,6 +689,19 @@ static void pull_on_error(kvf_http_creq *c, const kvf_http_cerror *e, void *ud)
 	pull_finish(p, 0);
 }
 
+/* Sends the lease request of p (body built by the caller) to p->ep. */
+static int pull_send(pd_pull *p, const char *target, kvf_buf *body)
+{
+	kvf_worker *w = p->w;
+	static const char *const hdrs[] = { "Content-Type", "application/json", NULL };
+	uint32_t timeout = (uint32_t)(w->wcfg->prefill_timeout_ms > UINT32_MAX ? UINT32_MAX : w->wcfg->prefill_timeout_ms);
+	kvf_http_creq_opts o = { .method = "POST", .target = target, .headers = hdrs, .body = body->data,
+				 .body_len = body->len, .first_byte_timeout_ms = timeout, .read_timeout_ms = timeout };
+	kvf_http_creq_cbs cbs = { pull_on_head, pull_on_body, pull_on_done, pull_on_error };
+	p->t0_ns = kvf_now_ns();
+	return body->oom ? KVF_E_NOMEM : kvf_http_client_request(w->hc, p->ep, &o, &cbs, p, &p->creq);
+}
+
 int pd_pull_start(wreq *r, const char *ep, size_t ep_len)
 {
 	kvf_worker *w = r->w;
@@ -679,7 +714,6 @@ int pd_pull_start(wreq *r, const char *ep, size_t ep_len)
 		return KVF_E_NOMEM;
 	p->r = r;
 	p->w = w;
-	p->t0_ns = kvf_now_ns();
 	memcpy(p->ep, ep, ep_len);
 	kvf_buf body = KVF_BUF_INIT;
 	kvf_buf_puts(&body, "{\"model\":");
@@ -690,12 +724,7 @@ int pd_pull_start(wreq *r, const char *ep, size_t ep_len)
 	for (size_t i = 0; i < r->prompt.n; i++)
 		kvf_buf_printf(&body, i ? ",%u" : "%u", r->prompt.ids[i]);
 	kvf_buf_puts(&body, "]}");
-	static const char *const hdrs[] = { "Content-Type", "application/json", NULL };
-	uint32_t timeout = (uint32_t)(w->wcfg->prefill_timeout_ms > UINT32_MAX ? UINT32_MAX : w->wcfg->prefill_timeout_ms);
-	kvf_http_creq_opts o = { .method = "POST", .target = "/kvf/v1/prefill", .headers = hdrs, .body = body.data,
-				 .body_len = body.len, .first_byte_timeout_ms = timeout, .read_timeout_ms = timeout };
-	kvf_http_creq_cbs cbs = { pull_on_head, pull_on_body, pull_on_done, pull_on_error };
-	int rc = body.oom ? KVF_E_NOMEM : kvf_http_client_request(w->hc, p->ep, &o, &cbs, p, &p->creq);
+	int rc = pull_send(p, "/kvf/v1/prefill", &body);
 	kvf_buf_free(&body);
 	if (rc) {
 		kvf_free(p);
@@ -704,6 +733,102 @@ int pd_pull_start(wreq *r, const char *ep, size_t ep_len)
 	}
 	r->pull = p;
 	return 0;
+}
+
+/* ---- cached prefixes from other holders ---- */
+
+/* Leading keys of r held in this worker's prefix cache. */
+static int local_prefix(const wreq *r)
+{
+	int n = 0;
+	while (n < r->n_keys && keyset_has(&r->w->cached, r->keys[n]))
+		n++;
+	return n;
+}
+
+static void holder_looked_up(void *ud, int status, const kvf_cachedir_lookup_result *res)
+{
+	wreq *r = ud;
+	kvf_worker *w = r->w;
+	pd_pull *p = r->pull;
+	r->pull = NULL;
+	kvf_free(p);
+	if (!r->http) {
+		wreq_maybe_free(r);
+		return;
+	}
+	if (status != 0 || !res) {
+		wreq_submit(r);
+		return;
+	}
+	/* Best other holder that is up, by leading blocks held. */
+	int local = local_prefix(r);
+	const kvf_cachedir_holder *best = NULL;
+	for (size_t i = 0; i < res->nholders; i++) {
+		const kvf_cachedir_holder *h = &res->holders[i];
+		if (h->state != KVF_CACHEDIR_ACTIVE || strcmp(h->worker_id, w->worker_id) == 0)
+			continue;
+		if (!best || h->prefix_any > best->prefix_any)
+			best = h;
+	}
+	/* At most the blocks before the last prompt token: the engine computes
+	 * that one to sample. */
+	int max_blocks = ((int)r->prompt.n - 1) / w->block_size;
+	int take = best ? (int)best->prefix_any : 0;
+	if (take > max_blocks)
+		take = max_blocks;
+	if (!best || (take - local) * w->block_size < w->pull_threshold || strlen(best->worker_id) >= sizeof(p->ep)) {
+		wreq_submit(r);
+		return;
+	}
+	p = kvf_calloc(1, sizeof(*p));
+	if (!p) {
+		wreq_submit(r);
+		return;
+	}
+	p->r = r;
+	p->w = w;
+	p->from_holder = 1;
+	p->want_blocks = take;
+	snprintf(p->ep, sizeof(p->ep), "%s", best->worker_id); /* a worker's id is its HTTP endpoint */
+	kvf_buf body = KVF_BUF_INIT;
+	kvf_buf_puts(&body, "{\"keys\":[");
+	for (int i = 0; i < take; i++) {
+		char hex[33];
+		kvf_blockkey_to_hex(r->keys[i], hex);
+		kvf_buf_printf(&body, i ? ",\"%s\"" : "\"%s\"", hex);
+	}
+	kvf_buf_puts(&body, "]}");
+	int rc = pull_send(p, "/kvf/v1/blocks", &body);
+	kvf_buf_free(&body);
+	if (rc) {
+		kvf_free(p);
+		wreq_submit(r);
+		return;
+	}
+	r->pull = p;
+}
+
+int pd_holder_start(wreq *r)
+{
+	kvf_worker *w = r->w;
+	if (!w->dir || !w->fabric || r->n_keys * w->block_size < w->pull_threshold)
+		return KVF_E_RANGE;
+	if ((r->n_keys - local_prefix(r)) * w->block_size < w->pull_threshold)
+		return KVF_E_RANGE; /* most of it is here already */
+	/* r->pull marks the request busy while the lookup runs. */
+	pd_pull *marker = kvf_calloc(1, sizeof(*marker));
+	if (!marker)
+		return KVF_E_NOMEM;
+	marker->r = r;
+	marker->w = w;
+	r->pull = marker;
+	int rc = kvf_cachedir_lookup(w->dir, w->model_name, r->keys, (size_t)r->n_keys, holder_looked_up, r, NULL);
+	if (rc) {
+		r->pull = NULL;
+		kvf_free(marker);
+	}
+	return rc;
 }
 
 /* Fabric completions on the loop thread. */
@@ -761,6 +886,119 @@ static const kvf_admin_cmd pd_cmds[] = {
 	{ { "show", "leases" }, "show leases [json]", "KV held for pullers", cmd_show_leases },
 };
 
+/* ---- the pull threshold: measured at start-up ---- */
+
+struct calib {
+	int n_tokens;
+	double seconds;
+	int rc;
+	int done;
+};
+
+/* Engine thread: time a prefill of n_tokens on a scratch sequence (no
+ * keys: nothing enters the prefix cache). */
+static void calib_prefill(kvf_engine *e, void *arg)
+{
+	struct calib *c = arg;
+	kvf_seq *seq;
+	uint32_t *toks = kvf_malloc((size_t)c->n_tokens * sizeof(uint32_t));
+	if (!toks || (c->rc = kvf_seq_create(e, &seq))) {
+		c->rc = c->rc ? c->rc : KVF_E_NOMEM;
+		kvf_free(toks);
+		return;
+	}
+	for (int i = 0; i < c->n_tokens; i++)
+		toks[i] = (uint32_t)(1 + (i * 7) % 200);
+	const uint32_t *tp = toks;
+	uint64_t t0 = kvf_now_ns();
+	c->rc = kvf_engine_eval(e, &seq, &tp, &c->n_tokens, 1, KVF_LOGITS_NONE, NULL);
+	c->seconds = (double)(kvf_now_ns() - t0) / 1e9;
+	kvf_seq_destroy(seq);
+	kvf_free(toks);
+}
+
+static void calib_done(void *arg)
+{
+	((struct calib *)arg)->done = 1;
+}
+
+/* Time of one fabric READ of n blocks from this worker's own pool into
+ * other blocks of it (the pool is idle at start-up), or < 0. */
+static double calib_transfer(kvf_worker *w, int n)
+{
+	size_t nblocks = w->pool_len / w->block_bytes;
+	if (nblocks < (size_t)(2 * n))
+		return -1;
+	kvf_fabric_range ranges[8];
+	kvf_fabric_op ops[8];
+	for (int i = 0; i < n; i++) {
+		ranges[i] = (kvf_fabric_range){ (uint64_t)i * w->block_bytes, w->block_bytes };
+		ops[i] = (kvf_fabric_op){ w->pool + (size_t)(n + i) * w->block_bytes, (uint32_t)i, 0, w->block_bytes };
+	}
+	kvf_buf desc = KVF_BUF_INIT;
+	kvf_fabric_rdesc *d = NULL;
+	double secs = -1;
+	if (kvf_fabric_export(w->fabric, w->mr, ranges, (size_t)n, &desc) ||
+	    kvf_fabric_desc_parse(desc.data, desc.len, &d))
+		goto out;
+	for (int round = 0; round < 2; round++) { /* the first connects */
+		uint64_t t0 = kvf_now_ns();
+		if (kvf_fabric_post(w->cq, KVF_FABRIC_READ, d, ops, (size_t)n, 0, NULL))
+			goto out;
+		kvf_fabric_comp comp;
+		int got = 0;
+		while (!got && kvf_now_ns() - t0 < 5000000000ull) {
+			got = kvf_fabric_poll(w->cq, &comp, 1);
+			if (!got)
+				usleep(50);
+		}
+		if (!got || comp.status)
+			goto out;
+		secs = (double)(kvf_now_ns() - t0) / 1e9;
+	}
+out:
+	kvf_fabric_desc_free(d);
+	kvf_buf_free(&desc);
+	return secs;
+}
+
+/* Sets w->pull_threshold: the prefix (in tokens) from which pulling cached
+ * blocks from another worker beats computing them here:
+ *   compute(T) = T / prefill_tok_s
+ *   pull(T)    = fixed + (T / block_size) * per_block
+ * with per_block and fixed (one block's pull plus an HTTP round trip to
+ * lease it, 0.5 ms) measured on this worker's own fabric. */
+static void calibrate(kvf_worker *w)
+{
+	if (w->wcfg->pull_threshold_tokens >= 0) {
+		w->pull_threshold = (int)w->wcfg->pull_threshold_tokens;
+		KVF_INFO("pd", "pull threshold", "tokens=%d source=config", w->pull_threshold);
+		return;
+	}
+	struct calib c = { 0 };
+	c.n_tokens = ew_info(w->engine)->max_model_len - 1;
+	if (c.n_tokens > 4 * w->block_size)
+		c.n_tokens = 4 * w->block_size;
+	ew_call call = { .fn = calib_prefill, .done = calib_done, .arg = &c };
+	ew_run(w->engine, &call);
+	while (!c.done)
+		kvf_loop_run_once(w->loop, 100);
+	double t1 = calib_transfer(w, 1), t4 = calib_transfer(w, 4);
+	if (c.rc || c.seconds <= 0 || t1 < 0 || t4 < 0) {
+		w->pull_threshold = 8 * w->block_size;
+		KVF_WARN("pd", "pull threshold not measured: using a default", "tokens=%d", w->pull_threshold);
+		return;
+	}
+	double tok_s = c.n_tokens / c.seconds;
+	double per_block = (t4 - t1) / 3 > 0 ? (t4 - t1) / 3 : t1 / 4;
+	double fixed = t1 + 0.0005;
+	double gain_per_block = w->block_size / tok_s - per_block;
+	double blocks = gain_per_block > 0 ? fixed / gain_per_block : 1e9;
+	w->pull_threshold = blocks > 1e6 ? INT32_MAX : ((int)blocks + 1) * w->block_size;
+	KVF_INFO("pd", "pull threshold", "tokens=%d prefill_tok_s=%.0f pull_block_us=%.1f pull_fixed_us=%.1f "
+		 "source=measured", w->pull_threshold, tok_s, per_block * 1e6, fixed * 1e6);
+}
+
 int pd_init(kvf_worker *w)
 {
 	int rc;
@@ -798,6 +1036,8 @@ int pd_init(kvf_worker *w)
 		return rc;
 	KVF_INFO("pd", "fabric ready", "listen=%s port=%u pool_bytes=%zu", fo->listen, kvf_fabric_port(w->fabric),
 		 w->pool_len);
+	if (w->role == KVF_WORKER_DECODE)
+		calibrate(w);
 	return 0;
 }
 

@@ -294,9 +294,12 @@ static void handle_generate(kvf_worker *w, kvf_http_req *req, kvf_oai_kind kind)
 	 * from it first and the request submitted with it (or, on any
 	 * failure, computed here). */
 	kvf_http_str pf;
-	if (w->role == KVF_WORKER_DECODE && kvf_http_req_header(req, "x-kvf-prefill", &pf) == 0 && pf.len &&
-	    pd_pull_start(r, pf.p, pf.len) == 0)
+	if (w->role == KVF_WORKER_DECODE && kvf_http_req_header(req, "x-kvf-prefill", &pf) == 0 && pf.len) {
+		if (pd_pull_start(r, pf.p, pf.len) == 0)
+			return;
+	} else if (w->role == KVF_WORKER_DECODE && pd_holder_start(r) == 0) {
 		return;
+	}
 	wreq_submit(r);
 	return;
 
@@ -556,6 +559,8 @@ static void on_token(wreq *r, const ew_event *e)
 void worker_on_batch(void *ud, const ew_batch *b)
 {
 	kvf_worker *w = ud;
+	if (b->n_blocks)
+		dir_on_blocks(w, b->blocks, b->n_blocks);
 	for (int i = 0; i < b->n_events; i++) {
 		const ew_event *e = &b->events[i];
 		wreq *r = e->user;
@@ -573,7 +578,6 @@ void worker_on_batch(void *ud, const ew_batch *b)
 		}
 		on_token(r, e);
 	}
-	(void)w;
 }
 
 void worker_free_all(kvf_worker *w)

@@ -143,6 +143,7 @@ static const kvf_admin_cmd worker_cmds[] = {
 static void on_drain(void *ud)
 {
 	((kvf_worker *)ud)->draining = 1;
+	dir_drain(ud); /* the directory (and so the gateways) learn it now */
 }
 
 static int is_busy(void *ud)
@@ -254,7 +255,7 @@ int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ec
 			goto err;
 	if ((rc = kvf_metrics_on_collect(kvf_daemon_metrics(d), collect, w)))
 		goto err;
-	if ((rc = pd_init(w)))
+	if ((rc = pd_init(w)) || (rc = dir_init(w)))
 		goto err;
 	if ((rc = kvf_daemon_register_admin(d, worker_cmds, sizeof(worker_cmds) / sizeof(worker_cmds[0]), w)))
 		goto err;
@@ -276,6 +277,7 @@ void kvf_worker_destroy(kvf_worker *w)
 {
 	if (!w)
 		return;
+	dir_fini(w);
 	pd_fini(w);
 	if (w->engine) {
 		worker_cancel_all(w);

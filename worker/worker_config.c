@@ -16,6 +16,10 @@
 		    "host:port where the fabric serves this worker's KV blocks to pullers"),             \
 	KVF_CFG_KEY(kvf_worker_cfg, served_model_name, STRING, "", 0, 0, NULL,                           \
 		    "model id clients send in requests (empty: the name of engine.model_dir)"),          \
+	KVF_CFG_KEY(kvf_worker_cfg, advertise, STRING, "", 0, 0, NULL,                                   \
+		    "host other daemons reach this worker at, published to the cachedir (empty: the "    \
+		    "listen host, or the machine's name when listening on every address; in Kubernetes " \
+		    "pass the pod IP)"),                                                                 \
 	KVF_CFG_KEY(kvf_worker_cfg, max_waiting, INT, "256", 1, 1000000, NULL,                           \
 		    "requests queued in the engine before new ones are refused with 503"),               \
 	KVF_CFG_KEY(kvf_worker_cfg, lease_ms, DURATION, "30s", 100, 3600000, NULL,                       \

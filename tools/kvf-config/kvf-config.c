@@ -15,6 +15,7 @@
 #include "common/kvf_cluster.h"
 #include "common/kvf_config.h"
 #include "common/kvf_err.h"
+#include "cachedir/kvf_cachedir.h"
 #include "engine/kvf_engine.h"
 #include "fabric/kvf_fabric.h"
 #include "gateway/kvf_gateway.h"
@@ -23,6 +24,7 @@
 /* Every section of the project, in the order the reference lists them. */
 static const kvf_cfg_section *const sections[] = {
 	&kvf_cluster_section,
+	&kvf_cachedir_section,
 	&kvf_engine_section,
 	&kvf_fabric_cfg_section,
 	&kvf_prefill_section,
