@@ -58,7 +58,8 @@ COMMON=(-o "engine.model_dir=$MODEL" -o engine.threads=1 -o engine.kv_blocks=204
 
 echo "starting the kvfabric demo cluster on loopback:"
 if [ -x "$BIN/kvf-cachedir" ]; then
-  start cachedir "$BIN/kvf-cachedir" -o cluster.cachedir=127.0.0.1:7700 -o cachedir.admin_socket="$RUN/cachedir.sock"
+  start cachedir "$BIN/kvf-cachedir" -o cachedir.listen=127.0.0.1:7700 -o cachedir.http_listen=127.0.0.1:7701 \
+    -o cachedir.admin_socket="$RUN/cachedir.sock" -o cachedir.warmup=0
   wait_http 7701 cachedir || exit 1
 fi
 start prefill "$BIN/kvf-prefill" "${COMMON[@]}" -o prefill.admin_socket="$RUN/prefill.sock"
@@ -68,12 +69,21 @@ start decode-1 "$BIN/kvf-decode" "${COMMON[@]}" -o decode.http_listen=127.0.0.1:
 wait_http 8100 prefill && wait_http 8200 decode-0 && wait_http 8201 decode-1 || exit 1
 ENTRY=8200
 if [ -x "$BIN/kvf-gateway" ]; then
+  # The gateway learns the workers from the cachedir; without one it is
+  # given them.
+  WORKERS=()
+  [ -x "$BIN/kvf-cachedir" ] || WORKERS=(-o gateway.decode_workers=127.0.0.1:8200,127.0.0.1:8201
+                                          -o gateway.prefill_workers=127.0.0.1:8100)
   start gateway "$BIN/kvf-gateway" -o gateway.admin_socket="$RUN/gateway.sock" \
-    -o "gateway.tokenizer=$MODEL" -o cluster.cachedir=127.0.0.1:7700 \
-    -o gateway.decode_workers=127.0.0.1:8200,127.0.0.1:8201 -o gateway.prefill_workers=127.0.0.1:8100 \
+    -o "gateway.tokenizer=$MODEL" -o cluster.cachedir=127.0.0.1:7700 "${WORKERS[@]}" \
     -o gateway.pd_threshold_tokens=256
   wait_http 8080 gateway || exit 1
   ENTRY=8080
+  # Until every worker is in the gateway's view, requests would route by load.
+  for _ in $(seq 1 100); do
+    [ "$("$BIN/kvfctl" -s "$RUN/gateway.sock" show workers 2>/dev/null | grep -c '127.0.0.1:8[12]0')" -ge 3 ] && break
+    sleep 0.1
+  done
 fi
 echo "ready."
 echo
@@ -99,6 +109,7 @@ echo "Try:"
 echo "  curl -s localhost:$ENTRY/v1/chat/completions -H 'Content-Type: application/json' \\"
 echo "    -d '{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":16,\"stream\":true}'"
 [ "$ENTRY" = 8080 ] && echo "  $BIN/kvfctl -s $RUN/gateway.sock show routes"
+[ -x "$BIN/kvf-cachedir" ] && echo "  $BIN/kvfctl -s $RUN/cachedir.sock show workers"
 echo "  $BIN/kvfctl -s $RUN/decode-0.sock show requests"
 echo "  $BIN/kvfctl -s $RUN/decode-0.sock show stats"
 echo "  curl -s localhost:8200/metrics | grep vllm:"
