@@ -53,6 +53,7 @@ struct kvf_daemon {
 	kvf_http_server_stats http_seen; /* last stats folded into the counters */
 	kvf_admin *admin;
 	kvf_http_server *http;
+	kvf_http_server_opts http_opts;
 	kvf_http_handler handler;
 	void *handler_ud;
 	kvf_daemon_hooks hooks;
@@ -276,6 +277,11 @@ void kvf_daemon_set_http_handler(kvf_daemon *d, kvf_http_handler fn, void *ud)
 	d->handler_ud = ud;
 }
 
+void kvf_daemon_set_http_opts(kvf_daemon *d, const kvf_http_server_opts *opts)
+{
+	d->http_opts = *opts;
+}
+
 void kvf_daemon_set_ready(kvf_daemon *d, int ready)
 {
 	d->ready = ready;
@@ -364,8 +370,9 @@ int kvf_daemon_start(kvf_daemon *d, const kvf_daemon_cfg *base)
 		if ((rc = kvf_admin_register(d->admin, daemon_cmds, sizeof(daemon_cmds) / sizeof(daemon_cmds[0]), d)))
 			return rc;
 	}
-	kvf_http_server_opts hopts = { 0 };
+	kvf_http_server_opts hopts = d->http_opts;
 	hopts.listen = base->http_listen;
+	hopts.listen_fd = 0;
 	hopts.server_name = d->prog;
 	if ((rc = kvf_http_server_new(d->loop, &hopts, on_http, d, &d->http)))
 		return kvf_errf(rc, "HTTP port: %s", kvf_errmsg());

@@ -72,6 +72,11 @@ const kvf_cluster_cfg *kvf_daemon_cluster(kvf_daemon *d);
 /* kvf_config_cli(): returns 1 with *exit_code when the process should exit. */
 int kvf_daemon_parse_args(kvf_daemon *d, int argc, char **argv, int *exit_code);
 
+/* Options for the HTTP server (limits, timeouts, max_conns, pipelining);
+ * listen, listen_fd and server_name stay the daemon's. Call before
+ * kvf_daemon_start(); copied. */
+void kvf_daemon_set_http_opts(kvf_daemon *d, const kvf_http_server_opts *opts);
+
 /* Sets the log level, creates the loop, signal handling, the metrics registry
  * (with process metrics), the admin socket and the HTTP server. base is
  * borrowed for the daemon's life. */

@@ -16,7 +16,9 @@ ifneq ($(CUDA),0)
     HAVE_CUDA := 1
     CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
     CUDA_CFLAGS := -I$(CUDA_HOME)/include
-    CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcuda
+    # Runtime only: driver entry points come through cudaGetDriverEntryPoint,
+    # so binaries start on machines without a GPU driver (libcuda).
+    CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
     FEAT_CUDA := cuda=yes
   else
     FEAT_CUDA := cuda=no(nvcc not found)

@@ -69,7 +69,9 @@ wait_http 8100 prefill && wait_http 8200 decode-0 && wait_http 8201 decode-1 || 
 ENTRY=8200
 if [ -x "$BIN/kvf-gateway" ]; then
   start gateway "$BIN/kvf-gateway" -o gateway.admin_socket="$RUN/gateway.sock" \
-    -o "gateway.tokenizer=$MODEL" -o cluster.cachedir=127.0.0.1:7700
+    -o "gateway.tokenizer=$MODEL" -o cluster.cachedir=127.0.0.1:7700 \
+    -o gateway.decode_workers=127.0.0.1:8200,127.0.0.1:8201 -o gateway.prefill_workers=127.0.0.1:8100 \
+    -o gateway.pd_threshold_tokens=256
   wait_http 8080 gateway || exit 1
   ENTRY=8080
 fi
@@ -85,11 +87,18 @@ for q in "What is KV caching?" "Why route by prefix?"; do
   grep -i '^x-kvf-' "$RUN/headers" | tr -d '\r' | sed 's/^/    /'
 done
 echo
-echo "The second request found the shared prefix in the KV cache (x-kvf-cached-tokens)."
+if [ "$ENTRY" = 8080 ]; then
+  echo "The gateway sent the first request through the prefill worker (x-kvf-prefill: the KV was"
+  echo "pulled over the fabric) and the second to the decode worker that now holds the prefix"
+  echo "(x-kvf-cached-tokens), computing only the new tokens."
+else
+  echo "The second request found the shared prefix in the KV cache (x-kvf-cached-tokens)."
+fi
 echo
 echo "Try:"
 echo "  curl -s localhost:$ENTRY/v1/chat/completions -H 'Content-Type: application/json' \\"
 echo "    -d '{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":16,\"stream\":true}'"
+[ "$ENTRY" = 8080 ] && echo "  $BIN/kvfctl -s $RUN/gateway.sock show routes"
 echo "  $BIN/kvfctl -s $RUN/decode-0.sock show requests"
 echo "  $BIN/kvfctl -s $RUN/decode-0.sock show stats"
 echo "  curl -s localhost:8200/metrics | grep vllm:"

@@ -19,6 +19,8 @@
 struct ew {
 	kvf_engine *engine;
 	kvf_engine_info info;
+	void *pool;
+	size_t pool_len;
 	kvf_loop *loop;       /* the engine thread's */
 	kvf_loop *main_loop;  /* the daemon's */
 	ew_batch_fn fn;
@@ -223,6 +225,7 @@ int ew_start(const kvf_engine_options *opts, kvf_loop *main_loop, ew_batch_fn fn
 	if (rc)
 		goto err_free;
 	kvf_engine_info_get(w->engine, &w->info);
+	kvf_engine_kv_pool(w->engine, &w->pool, &w->pool_len);
 	if ((rc = kvf_loop_new(&w->loop)))
 		goto err_engine;
 	w->main_loop = main_loop;
@@ -267,6 +270,12 @@ void ew_stop(ew *w)
 const kvf_engine_info *ew_info(const ew *w)
 {
 	return &w->info;
+}
+
+void ew_kv_pool(const ew *w, void **base, size_t *len)
+{
+	*base = w->pool;
+	*len = w->pool_len;
 }
 
 const ew_load *ew_loadfig(const ew *w)

@@ -79,6 +79,8 @@ void ew_stop(ew *w);
 
 /* Engine facts fixed at creation (safe from any thread). */
 const kvf_engine_info *ew_info(const ew *w);
+/* The KV pool (one allocation; it never moves). */
+void ew_kv_pool(const ew *w, void **base, size_t *len);
 const ew_load *ew_loadfig(const ew *w);
 
 /* Daemon loop: hand over a request (params filled, user set) / cancel it. */

@@ -7,9 +7,11 @@
 #include "common/kvf_blockkey.h"
 #include "common/kvf_buf.h"
 #include "common/kvf_http.h"
+#include "common/kvf_http_client.h"
 #include "common/kvf_metrics.h"
 #include "common/kvf_openai.h"
 #include "engine/tokenizer/kvf_tokenizer.h"
+#include "fabric/kvf_fabric.h"
 #include "worker/engine_thread.h"
 #include "worker/kvf_worker.h"
 
@@ -57,6 +59,19 @@ struct kvf_worker {
 	kvf_series *outcome[OUTCOME_N];
 	kvf_series *kv_state[3];
 	uint64_t preempt_seen;
+	/* prefill/decode disaggregation (pd.c) */
+	kvf_fabric_opts *fopts;
+	kvf_fabric *fabric;
+	kvf_fabric_mr *mr;    /* the engine's KV pool, registered once */
+	kvf_fabric_cq *cq;    /* pulls posted from the loop thread */
+	char *pool;
+	size_t pool_len, block_bytes;
+	int block_size;
+	kvf_http_client *hc;  /* calls to other workers */
+	struct pd_lease *leases;
+	size_t n_leases;
+	kvf_metric *pm[8];
+	kvf_series *pull_outcome[2];
 	struct wreq *reqs;    /* every request in flight (list) */
 	size_t n_reqs;
 	uint64_t next_id;
@@ -94,13 +109,37 @@ typedef struct wreq {
 	int engine_done;           /* terminal event received */
 	int cancel_sent, cancel_acked;
 	const char *finish;        /* "stop" | "length" once finished */
+	/* When set, the engine's final event goes here instead of an OpenAI
+	 * response (the P/D protocol's prefill requests). */
+	void (*on_finish)(struct wreq *r, const kvf_event *ev);
+	void *on_finish_ud;
+	struct pd_pull *pull;      /* decode: KV being pulled before submission */
+	int32_t *kv_blocks;        /* imported blocks handed to the engine (params.kv_blocks) */
+	char prefill_ep[128];      /* the prefill worker the KV came from */
 } wreq;
 
 /* serve.c */
 void worker_serve_http(kvf_http_req *req, void *ud);
+void worker_respond_error(kvf_http_req *req, int status, const char *message, const char *param,
+			  const char *code);
+wreq *wreq_new(kvf_worker *w);
+int wreq_build_params(kvf_worker *w, wreq *r);
+void wreq_submit(wreq *r);
+void wreq_free(wreq *r);
+void wreq_maybe_free(wreq *r);
 void worker_on_batch(void *ud, const ew_batch *b);
 void worker_cancel_all(kvf_worker *w);
 /* At shutdown, after the engine thread stopped: frees every request. */
 void worker_free_all(kvf_worker *w);
+
+/* pd.c: prefill/decode disaggregation */
+int pd_init(kvf_worker *w);
+void pd_fini(kvf_worker *w);
+/* Serves /kvf/v1/...: returns 1 when it handled the request. */
+int pd_serve(kvf_worker *w, kvf_http_req *req);
+/* Decode: pulls the prompt's KV from the prefill worker at ep, then submits
+ * r. Returns 0 when the pull started (r is then the pull's until it
+ * submits), or an error (the caller submits r itself). */
+int pd_pull_start(wreq *r, const char *ep, size_t ep_len);
 
 #endif

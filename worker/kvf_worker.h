@@ -21,6 +21,7 @@
 #include "common/kvf_config.h"
 #include "common/kvf_daemon.h"
 #include "engine/kvf_engine.h"
+#include "fabric/kvf_fabric.h"
 
 /* What both worker roles add to their daemon section. */
 typedef struct kvf_worker_cfg {
@@ -47,7 +48,7 @@ typedef struct kvf_worker kvf_worker;
  * marks it ready. Configs are borrowed for the worker's life.
  */
 int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ecfg,
-		   const kvf_worker_cfg *wcfg, kvf_worker **out);
+		   kvf_fabric_opts *fopts, const kvf_worker_cfg *wcfg, kvf_worker **out);
 
 /* Stops the engine thread and frees everything. NULL ok. */
 void kvf_worker_destroy(kvf_worker *w);

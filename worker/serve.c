@@ -26,8 +26,8 @@
 
 /* ---- small helpers ---- */
 
-static void respond_oai_error(kvf_http_req *req, int status, const char *message, const char *param,
-			      const char *code)
+void worker_respond_error(kvf_http_req *req, int status, const char *message, const char *param,
+			  const char *code)
 {
 	kvf_buf b = KVF_BUF_INIT;
 	const char *type = status >= 500 ? "server_error" : status == 404 ? "not_found_error" : "invalid_request_error";
@@ -52,7 +52,7 @@ static size_t max_stop_len(const wreq *r)
 	return m;
 }
 
-static void wreq_free(wreq *r)
+void wreq_free(wreq *r)
 {
 	kvf_worker *w = r->w;
 	if (r->prev)
@@ -69,6 +69,7 @@ static void wreq_free(wreq *r)
 	kvf_buf_free(&r->text);
 	kvf_free(r->out_ids);
 	kvf_free(r->lps);
+	kvf_free(r->kv_blocks);
 	for (size_t i = 0; i < r->n_lp_strings; i++)
 		kvf_free(r->lp_strings[i]);
 	kvf_free(r->lp_strings);
@@ -76,9 +77,9 @@ static void wreq_free(wreq *r)
 }
 
 /* Frees r once neither the engine nor the HTTP side can reach it. */
-static void maybe_free(wreq *r)
+void wreq_maybe_free(wreq *r)
 {
-	if (r->engine_done && (!r->cancel_sent || r->cancel_acked) && !r->http)
+	if (r->engine_done && (!r->cancel_sent || r->cancel_acked) && !r->http && !r->pull)
 		wreq_free(r);
 }
 
@@ -87,12 +88,14 @@ static void on_client_gone(kvf_http_req *req, void *ud)
 	wreq *r = ud;
 	kvf_http_end(req); /* releases it; the client is gone */
 	r->http = NULL;
-	if (!r->engine_done && !r->cancel_sent) {
+	if (r->pull) {
+		count_outcome(r->w, OUTCOME_CANCELLED); /* the pull sees http gone and stops */
+	} else if (!r->engine_done && !r->cancel_sent) {
 		r->cancel_sent = 1;
 		ew_cancel(r->w->engine, &r->er);
 		count_outcome(r->w, OUTCOME_CANCELLED);
 	}
-	maybe_free(r);
+	wreq_maybe_free(r);
 }
 
 /* ---- request intake ---- */
@@ -110,11 +113,11 @@ static int tokenize_prompt(kvf_worker *w, wreq *r, kvf_http_req *req)
 		rc = kvf_tokenizer_chat_render_json(w->tok, vars, &text, &len);
 		json_decref(vars);
 		if (rc == KVF_E_NOTFOUND) {
-			respond_oai_error(req, 400, "this model has no chat template; use /v1/completions", "messages", NULL);
+			worker_respond_error(req, 400, "this model has no chat template; use /v1/completions", "messages", NULL);
 			return rc;
 		}
 		if (rc) {
-			respond_oai_error(req, 400, kvf_errmsg(), "messages", NULL);
+			worker_respond_error(req, 400, kvf_errmsg(), "messages", NULL);
 			return rc;
 		}
 		/* The template writes BOS itself: no post-processor (HF's
@@ -130,7 +133,7 @@ static int tokenize_prompt(kvf_worker *w, wreq *r, kvf_http_req *req)
 				char msg[160];
 				snprintf(msg, sizeof(msg), "token id %u at prompt[%zu] is outside the vocabulary (%d ids)",
 					 r->oai.prompt_ids[i], i, info->vocab_size);
-				respond_oai_error(req, 400, msg, "prompt", NULL);
+				worker_respond_error(req, 400, msg, "prompt", NULL);
 				return KVF_E_RANGE;
 			}
 		}
@@ -143,11 +146,11 @@ static int tokenize_prompt(kvf_worker *w, wreq *r, kvf_http_req *req)
 		}
 	}
 	if (rc) {
-		respond_oai_error(req, rc == KVF_E_NOMEM ? 500 : 400, kvf_errmsg(), "prompt", NULL);
+		worker_respond_error(req, rc == KVF_E_NOMEM ? 500 : 400, kvf_errmsg(), "prompt", NULL);
 		return rc;
 	}
 	if (r->prompt.n == 0) {
-		respond_oai_error(req, 400, "the prompt is empty", r->oai.kind == KVF_OAI_CHAT ? "messages" : "prompt", NULL);
+		worker_respond_error(req, 400, "the prompt is empty", r->oai.kind == KVF_OAI_CHAT ? "messages" : "prompt", NULL);
 		return KVF_E_INVAL;
 	}
 	return 0;
@@ -162,7 +165,7 @@ static int check_lengths(kvf_worker *w, wreq *r, kvf_http_req *req)
 		snprintf(msg, sizeof(msg),
 			 "This model's maximum context length is %lld tokens. However, your prompt has %lld tokens "
 			 "and leaves no room to generate.", (long long)ctx, (long long)np);
-		respond_oai_error(req, 400, msg, r->oai.kind == KVF_OAI_CHAT ? "messages" : "prompt", "context_length_exceeded");
+		worker_respond_error(req, 400, msg, r->oai.kind == KVF_OAI_CHAT ? "messages" : "prompt", "context_length_exceeded");
 		return KVF_E_RANGE;
 	}
 	if (r->oai.max_tokens < 0)
@@ -172,13 +175,13 @@ static int check_lengths(kvf_worker *w, wreq *r, kvf_http_req *req)
 			 "This model's maximum context length is %lld tokens. However, you requested %lld tokens "
 			 "(%lld in the prompt, %lld for the completion). Reduce the prompt or max_tokens.",
 			 (long long)ctx, (long long)(np + r->oai.max_tokens), (long long)np, (long long)r->oai.max_tokens);
-		respond_oai_error(req, 400, msg, "max_tokens", "context_length_exceeded");
+		worker_respond_error(req, 400, msg, "max_tokens", "context_length_exceeded");
 		return KVF_E_RANGE;
 	}
 	return 0;
 }
 
-static int build_params(kvf_worker *w, wreq *r)
+int wreq_build_params(kvf_worker *w, wreq *r)
 {
 	const kvf_engine_info *info = ew_info(w->engine);
 	kvf_request_params *p = &r->er.params;
@@ -223,15 +226,11 @@ static int build_params(kvf_worker *w, wreq *r)
 	return 0;
 }
 
-static void handle_generate(kvf_worker *w, kvf_http_req *req, kvf_oai_kind kind)
+wreq *wreq_new(kvf_worker *w)
 {
-	size_t len;
-	const char *body = kvf_http_req_body(req, &len);
 	wreq *r = kvf_calloc(1, sizeof(*r));
-	if (!r) {
-		respond_oai_error(req, 500, "out of memory", NULL, NULL);
-		return;
-	}
+	if (!r)
+		return NULL;
 	r->w = w;
 	r->id = ++w->next_id;
 	r->t_arrive_ns = kvf_now_ns();
@@ -241,16 +240,34 @@ static void handle_generate(kvf_worker *w, kvf_http_req *req, kvf_oai_kind kind)
 	w->reqs = r;
 	w->n_reqs++;
 	r->engine_done = 1; /* until submitted */
+	return r;
+}
+
+void wreq_submit(wreq *r)
+{
+	r->engine_done = 0;
+	ew_submit(r->w->engine, &r->er);
+}
+
+static void handle_generate(kvf_worker *w, kvf_http_req *req, kvf_oai_kind kind)
+{
+	size_t len;
+	const char *body = kvf_http_req_body(req, &len);
+	wreq *r = wreq_new(w);
+	if (!r) {
+		worker_respond_error(req, 500, "out of memory", NULL, NULL);
+		return;
+	}
 
 	if (kvf_oai_parse(kind, body, len, &r->oai)) {
-		respond_oai_error(req, 400, kvf_errmsg(), kvf_json_bad_param(), NULL);
+		worker_respond_error(req, 400, kvf_errmsg(), kvf_json_bad_param(), NULL);
 		goto rejected;
 	}
 	if (strcmp(r->oai.model, w->model_name) != 0) {
 		char msg[512];
 		snprintf(msg, sizeof(msg), "The model `%.200s` does not exist. This worker serves `%.150s`.",
 			 r->oai.model, w->model_name);
-		respond_oai_error(req, 404, msg, "model", "model_not_found");
+		worker_respond_error(req, 404, msg, "model", "model_not_found");
 		goto rejected;
 	}
 	kvf_http_str tenant;
@@ -260,21 +277,27 @@ static void handle_generate(kvf_worker *w, kvf_http_req *req, kvf_oai_kind kind)
 		goto rejected;
 	const ew_load *load = ew_loadfig(w->engine);
 	if (atomic_load(&load->waiting) >= w->wcfg->max_waiting) {
-		respond_oai_error(req, 503, "the worker is overloaded: too many queued requests", NULL, NULL);
+		worker_respond_error(req, 503, "the worker is overloaded: too many queued requests", NULL, NULL);
 		goto rejected;
 	}
-	if (build_params(w, r) || kvf_detok_create(w->tok, KVF_DETOK_SKIP_SPECIAL, &r->detok)) {
-		respond_oai_error(req, 500, "out of memory", NULL, NULL);
+	if (wreq_build_params(w, r) || kvf_detok_create(w->tok, KVF_DETOK_SKIP_SPECIAL, &r->detok)) {
+		worker_respond_error(req, 500, "out of memory", NULL, NULL);
 		goto rejected;
 	}
 	kvf_oai_make_id(kind, r->resp_id);
 	r->resp = (kvf_oai_resp){ kind, r->resp_id, w->model_name, kvf_wall_s() };
 	r->hold = max_stop_len(r) ? max_stop_len(r) - 1 : 0;
 	r->http = req;
-	r->engine_done = 0;
 	kvf_http_req_on_close(req, on_client_gone, r);
 	kvf_series_add(kvf_metric_series(w->m[WM_PROMPT_TOKENS]), r->prompt.n);
-	ew_submit(w->engine, &r->er);
+	/* Disaggregated: the gateway named a prefill worker; the KV is pulled
+	 * from it first and the request submitted with it (or, on any
+	 * failure, computed here). */
+	kvf_http_str pf;
+	if (w->role == KVF_WORKER_DECODE && kvf_http_req_header(req, "x-kvf-prefill", &pf) == 0 && pf.len &&
+	    pd_pull_start(r, pf.p, pf.len) == 0)
+		return;
+	wreq_submit(r);
 	return;
 
 rejected:
@@ -294,15 +317,17 @@ static void handle_models(kvf_worker *w, kvf_http_req *req)
 void worker_serve_http(kvf_http_req *req, void *ud)
 {
 	kvf_worker *w = ud;
+	if (pd_serve(w, req))
+		return;
 	kvf_http_str path = kvf_http_req_path(req);
 	int method = kvf_http_req_method(req);
 	int is_completions = kvf_http_str_eq(path, "/v1/completions");
 	int is_chat = kvf_http_str_eq(path, "/v1/chat/completions");
 	if (is_completions || is_chat) {
 		if (method != KVF_HTTP_POST) {
-			respond_oai_error(req, 405, "use POST", NULL, NULL);
+			worker_respond_error(req, 405, "use POST", NULL, NULL);
 		} else if (w->draining) {
-			respond_oai_error(req, 503, "the worker is draining", NULL, NULL);
+			worker_respond_error(req, 503, "the worker is draining", NULL, NULL);
 		} else {
 			handle_generate(w, req, is_chat ? KVF_OAI_CHAT : KVF_OAI_COMPLETION);
 		}
@@ -312,10 +337,10 @@ void worker_serve_http(kvf_http_req *req, void *ud)
 		if (method == KVF_HTTP_GET || method == KVF_HTTP_HEAD)
 			handle_models(w, req);
 		else
-			respond_oai_error(req, 405, "use GET", NULL, NULL);
+			worker_respond_error(req, 405, "use GET", NULL, NULL);
 		return;
 	}
-	respond_oai_error(req, 404, "no such route", NULL, NULL);
+	worker_respond_error(req, 404, "no such route", NULL, NULL);
 }
 
 /* ---- results ---- */
@@ -350,19 +375,24 @@ static void record_logprob(wreq *r, const kvf_event *ev)
 	}
 }
 
-static void add_header_counts(const wreq *r, char vals[3][24], const char *hdr[8])
+static void add_header_counts(const wreq *r, char vals[3][24], const char *hdr[10])
 {
+	int n = 0;
 	snprintf(vals[0], 24, "%d", r->info.n_cached_tokens);
 	snprintf(vals[1], 24, "%d", r->info.n_imported_tokens);
 	snprintf(vals[2], 24, "%d", r->info.n_computed_tokens);
-	hdr[0] = "x-kvf-cached-tokens";
-	hdr[1] = vals[0];
-	hdr[2] = "x-kvf-fetched-tokens";
-	hdr[3] = vals[1];
-	hdr[4] = "x-kvf-computed-tokens";
-	hdr[5] = vals[2];
-	hdr[6] = NULL;
-	hdr[7] = NULL;
+	hdr[n++] = "x-kvf-cached-tokens";
+	hdr[n++] = vals[0];
+	hdr[n++] = "x-kvf-fetched-tokens";
+	hdr[n++] = vals[1];
+	hdr[n++] = "x-kvf-computed-tokens";
+	hdr[n++] = vals[2];
+	if (r->prefill_ep[0]) { /* the KV came from this prefill worker */
+		hdr[n++] = "x-kvf-prefill";
+		hdr[n++] = r->prefill_ep;
+	}
+	hdr[n++] = NULL;
+	hdr[n] = NULL;
 }
 
 static kvf_oai_usage usage_of(const wreq *r)
@@ -399,7 +429,7 @@ static void stream_chunk(wreq *r, const char *finish)
 static void begin_stream(wreq *r)
 {
 	char vals[3][24];
-	const char *hdr[8];
+	const char *hdr[10];
 	add_header_counts(r, vals, hdr);
 	kvf_http_begin_sse(r->http, hdr);
 	/* The first chunk carries the role (chat) even before any text. */
@@ -420,7 +450,7 @@ static void finish_response(wreq *r, const kvf_event *ev)
 		snprintf(msg, sizeof(msg), "generation failed: %s", kvf_strerror(ev->error));
 		int status = ev->error == KVF_E_RANGE ? 400 : 500;
 		if (!r->began) {
-			respond_oai_error(r->http, status, msg, NULL, NULL);
+			worker_respond_error(r->http, status, msg, NULL, NULL);
 		} else {
 			kvf_buf b = KVF_BUF_INIT;
 			kvf_json_openai_error(&b, msg, "server_error", NULL, NULL);
@@ -459,7 +489,7 @@ static void finish_response(wreq *r, const kvf_event *ev)
 		kvf_http_end(r->http);
 	} else {
 		char vals[3][24];
-		const char *hdr[8];
+		const char *hdr[10];
 		add_header_counts(r, vals, hdr);
 		kvf_buf b = KVF_BUF_INIT;
 		kvf_oai_write_response(&b, &r->resp, r->text.data ? r->text.data : "", r->text.len, finish,
@@ -509,9 +539,11 @@ static void on_token(wreq *r, const ew_event *e)
 	}
 	if (ev->finish != KVF_FINISH_NONE) {
 		r->engine_done = 1;
-		if (r->http)
+		if (r->on_finish)
+			r->on_finish(r, ev);
+		else if (r->http)
 			finish_response(r, ev);
-		maybe_free(r);
+		wreq_maybe_free(r);
 		return;
 	}
 	if (r->http && r->oai.stream) {
@@ -530,13 +562,13 @@ void worker_on_batch(void *ud, const ew_batch *b)
 		if (e->kind == EW_CANCEL_ACK) {
 			r->cancel_acked = 1;
 			r->engine_done = 1;
-			maybe_free(r);
+			wreq_maybe_free(r);
 			continue;
 		}
 		if (r->cancel_sent) {
 			if (e->ev.finish != KVF_FINISH_NONE)
 				r->engine_done = 1;
-			maybe_free(r);
+			wreq_maybe_free(r);
 			continue;
 		}
 		on_token(r, e);

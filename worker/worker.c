@@ -195,8 +195,8 @@ static void set_model_name(kvf_worker *w)
 	}
 }
 
-int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ecfg, const kvf_worker_cfg *wcfg,
-		   kvf_worker **out)
+int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ecfg, kvf_fabric_opts *fopts,
+		   const kvf_worker_cfg *wcfg, kvf_worker **out)
 {
 	kvf_worker *w = kvf_calloc(1, sizeof(*w));
 	if (!w)
@@ -205,6 +205,7 @@ int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ec
 	w->role = role;
 	w->ecfg = ecfg;
 	w->wcfg = wcfg;
+	w->fopts = fopts;
 	w->cluster = kvf_daemon_cluster(d);
 	w->loop = kvf_daemon_loop(d);
 	set_model_name(w);
@@ -253,6 +254,8 @@ int kvf_worker_new(kvf_daemon *d, kvf_worker_role role, const kvf_engine_cfg *ec
 			goto err;
 	if ((rc = kvf_metrics_on_collect(kvf_daemon_metrics(d), collect, w)))
 		goto err;
+	if ((rc = pd_init(w)))
+		goto err;
 	if ((rc = kvf_daemon_register_admin(d, worker_cmds, sizeof(worker_cmds) / sizeof(worker_cmds[0]), w)))
 		goto err;
 	kvf_daemon_set_http_handler(d, worker_serve_http, w);
@@ -273,6 +276,7 @@ void kvf_worker_destroy(kvf_worker *w)
 {
 	if (!w)
 		return;
+	pd_fini(w);
 	if (w->engine) {
 		worker_cancel_all(w);
 		ew_stop(w->engine);
@@ -292,11 +296,13 @@ int kvf_worker_main(kvf_worker_role role, int argc, char **argv)
 	const char *prog = role == KVF_WORKER_PREFILL ? "kvf-prefill" : "kvf-decode";
 	static kvf_engine_cfg ecfg;
 	static kvf_worker_cfg wcfg;
+	static kvf_fabric_opts fopts;
 	kvf_daemon *d = NULL;
 	kvf_worker *w = NULL;
 	int code = 1;
 	if (kvf_daemon_new(prog, &d) ||
 	    kvf_config_add(kvf_daemon_config(d), &kvf_engine_section, &ecfg) ||
+	    kvf_config_add(kvf_daemon_config(d), &kvf_fabric_cfg_section, &fopts) ||
 	    kvf_config_add(kvf_daemon_config(d),
 			   role == KVF_WORKER_PREFILL ? &kvf_prefill_section : &kvf_decode_section, &wcfg)) {
 		fprintf(stderr, "%s: %s\n", prog, kvf_errmsg());
@@ -304,7 +310,7 @@ int kvf_worker_main(kvf_worker_role role, int argc, char **argv)
 	}
 	if (kvf_daemon_parse_args(d, argc, argv, &code))
 		goto out;
-	if (kvf_daemon_start(d, &wcfg.d) || kvf_worker_new(d, role, &ecfg, &wcfg, &w)) {
+	if (kvf_daemon_start(d, &wcfg.d) || kvf_worker_new(d, role, &ecfg, &fopts, &wcfg, &w)) {
 		fprintf(stderr, "%s: %s\n", prog, kvf_errmsg());
 		code = 1;
 		goto out;

@@ -16,14 +16,18 @@
 #include "common/kvf_config.h"
 #include "common/kvf_err.h"
 #include "engine/kvf_engine.h"
+#include "fabric/kvf_fabric.h"
+#include "gateway/kvf_gateway.h"
 #include "worker/kvf_worker.h"
 
 /* Every section of the project, in the order the reference lists them. */
 static const kvf_cfg_section *const sections[] = {
 	&kvf_cluster_section,
 	&kvf_engine_section,
+	&kvf_fabric_cfg_section,
 	&kvf_prefill_section,
 	&kvf_decode_section,
+	&kvf_gateway_section,
 };
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
