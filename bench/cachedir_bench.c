@@ -66,6 +66,7 @@ static int nchains = 4096;
 static double seconds = 2.0;
 static uint64_t scale_blocks = 10000000;
 static int do_scale = 1;
+static int verbose;
 static kvf_blockkey *chains; /* [nchains][CHAIN_LEN] */
 static char (*chain_hex)[CHAIN_LEN][33];
 
@@ -641,6 +642,7 @@ static int cmp_u64(const void *a, const void *b)
 
 struct lat {
 	double rate, achieved, p50_us, p99_us, p999_us;
+	double keepup; /* answered within the run / sent: below 1 when a queue builds */
 	double srv_p50_us, srv_p99_us; /* inside the daemon (its histogram) */
 };
 
@@ -700,11 +702,15 @@ static struct lat open_loop(uint16_t port, int sys, int len, double rate, double
 		int wait_ms = (int)((next - (double)kvf_now_ns()) / 1e6);
 		poll_once(&r, wait_ms > 0 ? (wait_ms > 10 ? 10 : wait_ms) : 0);
 	}
+	uint64_t sent = 0, done_in_run = r.done;
+	for (int i = 0; i < CONNS; i++)
+		sent += r.c[i].tail;
 	uint64_t drain_end = kvf_now_ms() + 5000;
 	for (int i = 0; i < CONNS; i++)
 		while (inflight(&r.c[i]) && kvf_now_ms() < drain_end)
 			poll_once(&r, 10);
-	struct lat L = { .rate = rate, .achieved = (double)r.done / secs };
+	struct lat L = { .rate = rate, .achieved = (double)done_in_run / secs,
+			 .keepup = sent ? (double)done_in_run / (double)sent : 0 };
 	if (r.nlat) {
 		qsort(r.lat, r.nlat, sizeof(*r.lat), cmp_u64);
 		L.p50_us = (double)r.lat[r.nlat / 2] / 1e3;
@@ -717,29 +723,41 @@ static struct lat open_loop(uint16_t port, int sys, int len, double rate, double
 
 /*
  * The open-loop peak: the highest offered rate (doubling from `from`, then
- * one bisection step) that is still served, i.e. achieved >= 95 % of offered
- * with a median latency under 1 ms (a queue not building up). Requests
+ * one bisection step) that is still served: 95 % of the requests sent during
+ * the run answered within it, and a median latency under 1 ms (no queue
+ * building up). Requests
  * arrive one by one here, unlike the batches of the closed loop, so this
  * peak is the one "half of peak" refers to.
  */
+static int served(uint16_t port, int sys, int len, double rate)
+{
+	/* A step fails only if it fails twice: one scheduling hiccup of a
+	 * shared machine must not end the ramp. */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct lat L = open_loop(port, sys, len, rate, 0.4);
+		int ok = L.keepup >= 0.95 && L.p50_us < 1000;
+		if (verbose)
+			fprintf(stderr, "  ramp sys=%d len=%d rate=%.0f achieved=%.0f keepup=%.3f p50=%.0f us p99=%.0f us%s\n",
+				sys, len, rate, L.achieved, L.keepup, L.p50_us, L.p99_us, ok ? "" : " (not served)");
+		if (ok)
+			return 1;
+	}
+	return 0;
+}
+
 static double open_peak(uint16_t port, int sys, int len, double from)
 {
 	double ok = 0, bad = 0;
 	for (double rate = from; rate < 4e6; rate *= 2) {
-		struct lat L = open_loop(port, sys, len, rate, 0.4);
-		if (L.achieved >= 0.95 * rate && L.p50_us < 1000) {
+		if (served(port, sys, len, rate)) {
 			ok = rate;
 		} else {
 			bad = rate;
 			break;
 		}
 	}
-	if (ok && bad) {
-		double mid = (ok + bad) / 2;
-		struct lat L = open_loop(port, sys, len, mid, 0.4);
-		if (L.achieved >= 0.95 * mid && L.p50_us < 1000)
-			ok = mid;
-	}
+	if (ok && bad && served(port, sys, len, (ok + bad) / 2))
+		ok = (ok + bad) / 2;
 	return ok ? ok : from;
 }
 
@@ -1204,6 +1222,8 @@ int main(int argc, char **argv)
 				rounds = 3;
 		} else if (!strcmp(argv[i], "--no-scale")) {
 			do_scale = 0;
+		} else if (!strcmp(argv[i], "--verbose")) {
+			verbose = 1;
 		} else if (!strcmp(argv[i], "--scale-only")) {
 			do_scale = 2;
 		} else if (!strcmp(argv[i], "--scale-blocks") && i + 1 < argc) {
@@ -1211,7 +1231,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
 			seconds = atof(argv[++i]);
 		} else {
-			fprintf(stderr, "usage: cachedir_bench [--quick] [--no-scale] [--scale-blocks N] [--seconds S] [--rounds R] [--scale-only]\n");
+			fprintf(stderr, "usage: cachedir_bench [--quick] [--no-scale] [--scale-blocks N] [--seconds S] [--rounds R] [--scale-only] [--verbose]\n");
 			return 2;
 		}
 	}
