@@ -224,6 +224,10 @@ static void on_http(kvf_http_req *req, void *ud)
 			const char *why = d->draining ? "draining\n" : "starting\n";
 			kvf_http_respond(req, 503, "text/plain", NULL, why, strlen(why));
 		}
+	} else if (!d->ready) {
+		/* Still loading (a model, a calibration): the component's routes
+		 * answer once it declared itself ready. */
+		kvf_http_respond_error(req, 503, "starting: not ready yet");
 	} else if (d->handler) {
 		d->handler(req, d->handler_ud);
 	} else {

@@ -20,7 +20,8 @@
  * `show stats [json]`, `show config`, `set loglevel`, `drain`, and an HTTP
  * port serving /metrics (Prometheus), /health (200 while the process serves)
  * and /ready (200 when ready and not draining, else 503), other paths going
- * to the component's handler. SIGTERM/SIGINT drain gracefully: /ready turns
+ * to the component's handler once the component set the daemon ready (503
+ * before). SIGTERM/SIGINT drain gracefully: /ready turns
  * 503, the component's drain hook stops new work, the daemon waits until the
  * component reports idle or drain_timeout_ms passes, then stops; a second
  * SIGINT stops at once.

@@ -77,6 +77,16 @@ wait_port() {
   return 1
 }
 
+# wait_ready PORT [TIMEOUT_S]: until http://127.0.0.1:PORT/ready answers 200.
+wait_ready() {
+  local deadline=$((SECONDS + ${2:-20}))
+  while [ $SECONDS -lt $deadline ]; do
+    curl -sf -o /dev/null "http://127.0.0.1:$1/ready" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
 # wait_file PATH [TIMEOUT_S]: until PATH exists (a Unix socket, a pid file).
 wait_file() {
   local deadline=$((SECONDS + ${2:-10}))

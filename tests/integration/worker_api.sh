@@ -8,7 +8,7 @@ SOCK="$KVF_TMP/decode.sock"
 kvf_spawn decode "$BIN/kvf-decode" -o "decode.http_listen=127.0.0.1:$PORT" -o "decode.admin_socket=$SOCK" \
   -o "engine.model_dir=$MODEL" -o engine.threads=1 -o engine.kv_blocks=512 -o decode.fabric_listen=127.0.0.1:0
 PID=$KVF_LAST_PID
-if ! wait_port "$PORT" 20; then
+if ! wait_ready "$PORT" 30; then
   fail "worker starts" "$(cat "$KVF_TMP/decode.log")"
   kvf_done; exit
 fi

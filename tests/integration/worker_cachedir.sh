@@ -13,7 +13,7 @@ COMMON=(-o "engine.model_dir=$MODEL" -o engine.threads=1 -o engine.kv_blocks=256
 kvf_spawn decode-a "$BIN/kvf-decode" "${COMMON[@]}" -o "decode.http_listen=127.0.0.1:$AP" -o "decode.admin_socket=$KVF_TMP/a.sock"
 A=$KVF_LAST_PID
 kvf_spawn decode-b "$BIN/kvf-decode" "${COMMON[@]}" -o "decode.http_listen=127.0.0.1:$BP" -o "decode.admin_socket=$KVF_TMP/b.sock"
-wait_port "$AP" 20 && wait_port "$BP" 20 || { fail "workers start" "$(cat "$KVF_TMP"/decode-*.log)"; kvf_done; exit; }
+wait_ready "$AP" 30 && wait_ready "$BP" 30 || { fail "workers start" "$(cat "$KVF_TMP"/decode-*.log)"; kvf_done; exit; }
 CDCTL=("$BIN/kvfctl" -s "$KVF_TMP/cd.sock")
 for _ in $(seq 1 50); do [ "$("${CDCTL[@]}" show workers | grep -c active)" -ge 2 ] && break; sleep 0.1; done
 workers=$("${CDCTL[@]}" show workers)

@@ -13,7 +13,7 @@ kvf_spawn prefill "$BIN/kvf-prefill" "${COMMON[@]}" -o "prefill.http_listen=127.
 PPID_=$KVF_LAST_PID
 kvf_spawn decode "$BIN/kvf-decode" "${COMMON[@]}" -o "decode.http_listen=127.0.0.1:$DP" \
   -o decode.fabric_listen=127.0.0.1:0 -o "decode.admin_socket=$KVF_TMP/d.sock" -o decode.prefill_timeout_ms=1500
-if ! wait_port "$PP" 20 || ! wait_port "$DP" 20; then
+if ! wait_ready "$PP" 30 || ! wait_ready "$DP" 30; then
   fail "workers start" "$(cat "$KVF_TMP"/*.log)"
   kvf_done; exit
 fi

@@ -275,7 +275,17 @@ static void test_config_defaults_match(void **state)
 
 static void test_tcp_codecs(void **state)
 {
-	struct tcp_access a = { 0x20003, 0x7000, 512, 0x6000, 8192, 0xdeadbeefcafef00dull }, b;
+	/* Field by field after a memset: the struct has padding after
+	 * `region`, and the comparisons below are bytewise. */
+	struct tcp_access a, b;
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	a.region = 0x20003;
+	a.addr = 0x7000;
+	a.len = 512;
+	a.blk_addr = 0x6000;
+	a.blk_len = 8192;
+	a.token = 0xdeadbeefcafef00dull;
 	uint8_t buf[KVF_FRAME_HDR_LEN + TCP_CTRL_MAX];
 	kvf_frame_decoder dec;
 	kvf_frame_hdr h;
