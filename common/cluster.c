@@ -14,7 +14,8 @@ static const kvf_cfg_key cluster_keys[] = {
 	KVF_CFG_KEY(kvf_cluster_cfg, block_size, INT, "16", 1, 1024, NULL,
 		    "tokens per KV block; one value for the whole cluster"),
 	KVF_CFG_KEY(kvf_cluster_cfg, cachedir, STRLIST, "127.0.0.1:7700", 0, 0, NULL,
-		    "host:port of every cachedir replica (workers publish to all, readers fail over)"),
+		    "host:port of every cachedir replica (workers publish to all, readers fail over); "
+		    "empty: no cluster directory (a standalone worker, a gateway with static workers)"),
 	KVF_CFG_KEY(kvf_cluster_cfg, node_name, STRING, "", 0, 0, NULL,
 		    "name of this node in worker ids and logs (empty: the hostname)"),
 };
@@ -24,9 +25,7 @@ static int cluster_validate(const void *st)
 	const kvf_cluster_cfg *c = st;
 	if (!c->secret || !c->secret[0])
 		return kvf_errf(KVF_E_CONFIG, "cluster.secret must not be empty");
-	if (c->cachedir.n == 0)
-		return kvf_errf(KVF_E_CONFIG, "cluster.cachedir needs at least one host:port");
-	return 0;
+	return 0; /* an empty cachedir list runs without the cluster directory */
 }
 
 const kvf_cfg_section kvf_cluster_section = {
