@@ -40,7 +40,7 @@ ready() { for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$1/ready" >/dev/n
 engine_opts() { # backend -> engine -o options
   if [ "$1" = sim ]; then
     echo "-o engine.backend=sim -o engine.sim_preset=tiny -o engine.sim_prefill_tok_s=20000 \
--o engine.sim_decode_base_ms=6.5 -o engine.sim_decode_per_seq_ms=0.03 -o engine.kv_blocks=4096 -o engine.max_model_len=4096"
+-o engine.sim_decode_base_ms=6.5 -o engine.sim_decode_per_seq_ms=0.03 -o engine.kv_blocks=4096 -o engine.max_model_len=2048"
   else
     echo "-o engine.threads=1 -o engine.kv_blocks=2048 -o engine.max_batch_tokens=256"
   fi
@@ -75,7 +75,7 @@ run_one() { # backend mode conc
   pids+=($!)
   ready "$gp" || { echo "gateway not ready" >&2; cat "$work/g.log" >&2; exit 1; }
   local words=120 maxtok=32 n=$((conc * 4 > 16 ? conc * 4 : 16))
-  [ "$backend" = sim ] && { words=1500; maxtok=64; }
+  [ "$backend" = sim ] && { words=400; maxtok=64; }
   "$bin/kvf-bench" -t "127.0.0.1:$gp" -m m -w random --prompt-words "$words" -c "$conc" -n "$n" \
     --warmup "$conc" --max-tokens "$maxtok" --ignore-eos --seed 7 \
     --json "$work/$backend-$mode-$conc.json" >/dev/null

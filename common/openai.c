@@ -479,22 +479,16 @@ static void put_finish(kvf_buf *b, const char *finish)
 		kvf_buf_puts(b, "null");
 }
 
-int kvf_oai_write_response(kvf_buf *out, const kvf_oai_resp *r, const char *text, size_t text_len,
-			   const char *finish, const kvf_oai_logprob *lp, size_t n_lp,
-			   const uint32_t *token_ids, size_t n_ids, const uint32_t *prompt_ids,
-			   size_t n_prompt_ids, const kvf_oai_usage *usage)
+/* The one choice of a response or chunk, without its closing brace:
+ * {"index":0, text or message/delta, "logprobs", "finish_reason", ids. */
+static void put_choice(kvf_buf *out, const kvf_oai_resp *r, const char *chat_open, const char *text,
+		       size_t text_len, const char *finish, const kvf_oai_logprob *lp, size_t n_lp,
+		       const uint32_t *token_ids, size_t n_ids)
 {
-	put_head(out, r, 0);
 	kvf_buf_puts(out, ",\"choices\":[{\"index\":0,");
-	if (r->kind == KVF_OAI_CHAT) {
-		kvf_buf_puts(out, "\"message\":{\"role\":\"assistant\",\"content\":");
-		put_str(out, text, text_len);
-		kvf_buf_puts(out, "},");
-	} else {
-		kvf_buf_puts(out, "\"text\":");
-		put_str(out, text, text_len);
-		kvf_buf_putc(out, ',');
-	}
+	kvf_buf_puts(out, r->kind == KVF_OAI_CHAT ? chat_open : "\"text\":");
+	put_str(out, text, text_len);
+	kvf_buf_puts(out, r->kind == KVF_OAI_CHAT ? "}," : ",");
 	kvf_buf_puts(out, "\"logprobs\":");
 	put_logprobs(out, r->kind, lp, n_lp);
 	put_finish(out, finish);
@@ -502,6 +496,16 @@ int kvf_oai_write_response(kvf_buf *out, const kvf_oai_resp *r, const char *text
 		kvf_buf_puts(out, ",\"token_ids\":");
 		put_ids(out, token_ids, n_ids);
 	}
+}
+
+int kvf_oai_write_response(kvf_buf *out, const kvf_oai_resp *r, const char *text, size_t text_len,
+			   const char *finish, const kvf_oai_logprob *lp, size_t n_lp,
+			   const uint32_t *token_ids, size_t n_ids, const uint32_t *prompt_ids,
+			   size_t n_prompt_ids, const kvf_oai_usage *usage)
+{
+	put_head(out, r, 0);
+	put_choice(out, r, "\"message\":{\"role\":\"assistant\",\"content\":", text, text_len, finish, lp, n_lp,
+		   token_ids, n_ids);
 	if (prompt_ids) {
 		kvf_buf_puts(out, ",\"prompt_token_ids\":");
 		put_ids(out, prompt_ids, n_prompt_ids);
@@ -517,23 +521,8 @@ int kvf_oai_write_chunk(kvf_buf *out, const kvf_oai_resp *r, int first, const ch
 			size_t n_ids)
 {
 	put_head(out, r, 1);
-	kvf_buf_puts(out, ",\"choices\":[{\"index\":0,");
-	if (r->kind == KVF_OAI_CHAT) {
-		kvf_buf_puts(out, first ? "\"delta\":{\"role\":\"assistant\",\"content\":" : "\"delta\":{\"content\":");
-		put_str(out, text, text_len);
-		kvf_buf_puts(out, "},");
-	} else {
-		kvf_buf_puts(out, "\"text\":");
-		put_str(out, text, text_len);
-		kvf_buf_putc(out, ',');
-	}
-	kvf_buf_puts(out, "\"logprobs\":");
-	put_logprobs(out, r->kind, lp, n_lp);
-	put_finish(out, finish);
-	if (token_ids) {
-		kvf_buf_puts(out, ",\"token_ids\":");
-		put_ids(out, token_ids, n_ids);
-	}
+	put_choice(out, r, first ? "\"delta\":{\"role\":\"assistant\",\"content\":" : "\"delta\":{\"content\":",
+		   text, text_len, finish, lp, n_lp, token_ids, n_ids);
 	kvf_buf_puts(out, "}]}");
 	return out->oom ? KVF_E_NOMEM : 0;
 }
