@@ -7,6 +7,7 @@
  */
 #include "common/kvf_config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <libconfig.h>
@@ -66,7 +67,7 @@ struct unit {
 
 static int parse_with_units(const char *s, const struct unit *units, uint64_t *out)
 {
-	if (!s || !*s || *s == '-' || *s == '+')
+	if (!s || !isdigit((unsigned char)*s)) /* no sign, no blanks before */
 		return KVF_E_PARSE;
 	char *end;
 	errno = 0;
@@ -209,8 +210,11 @@ static int set_text(const char *where, const kvf_cfg_section *sec, const kvf_cfg
 	case KVF_CFG_INT: {
 		char *end;
 		errno = 0;
-		long long v = strtoll(text, &end, 0);
-		if (!*text || *end || errno)
+		/* decimal, or hex with 0x: a leading 0 is not octal here */
+		const char *digits = text[0] == '-' || text[0] == '+' ? text + 1 : text;
+		int base = digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X') ? 16 : 10;
+		long long v = strtoll(text, &end, base);
+		if (!*text || isspace((unsigned char)text[0]) || *end || errno)
 			return type_err(where, sec, k, quoted);
 		if (bounded(k) && ((double)v < k->min || (double)v > k->max))
 			return range_err(where, sec, k, text);
@@ -673,7 +677,20 @@ static void describe_range(const kvf_cfg_key *k, kvf_buf *out)
 		kvf_buf_printf(out, "%g .. %g", k->min, k->max);
 }
 
+/* Keys whose values are credentials: shown as <redacted> by show config. */
+static int is_secret(const kvf_cfg_key *k)
+{
+	size_t n = strlen(k->name);
+	return strcmp(k->name, "secret") == 0 || strcmp(k->name, "api_keys") == 0 ||
+	       (n > 7 && strcmp(k->name + n - 7, "_secret") == 0);
+}
+
 int kvf_config_print(const kvf_config *cfg, kvf_buf *out)
+{
+	return kvf_config_print_redacted(cfg, out, 0);
+}
+
+int kvf_config_print_redacted(const kvf_config *cfg, kvf_buf *out, int redact)
 {
 	kvf_buf_puts(out, "# kvfabric " KVF_VERSION " effective configuration (libconfig syntax)\n");
 	for (size_t i = 0; i < cfg->n; i++) {
@@ -688,7 +705,10 @@ int kvf_config_print(const kvf_config *cfg, kvf_buf *out)
 				describe_range(k, out);
 			}
 			kvf_buf_printf(out, ")\n  %s = ", k->name);
-			print_value(k, cfg->ents[i].storage, out);
+			if (redact && is_secret(k))
+				kvf_buf_puts(out, "\"<redacted>\"");
+			else
+				print_value(k, cfg->ents[i].storage, out);
 			kvf_buf_puts(out, ";\n");
 		}
 		kvf_buf_puts(out, "};\n");

@@ -98,6 +98,9 @@ int kvf_config_validate(kvf_config *cfg);
 
 /* Effective configuration as a libconfig file with help comments. */
 int kvf_config_print(const kvf_config *cfg, kvf_buf *out);
+/* The same with credentials (secret, *_secret, api_keys) shown as
+ * "<redacted>" when redact is set: for `show config` on the admin socket. */
+int kvf_config_print_redacted(const kvf_config *cfg, kvf_buf *out, int redact);
 
 /* One key's current value in -o syntax ("8080", "5s", "a,b"). */
 int kvf_config_format_value(const kvf_cfg_key *key, const void *storage, kvf_buf *out);

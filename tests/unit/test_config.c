@@ -152,6 +152,11 @@ FX_TEST(test_overrides)
 {
 	assert_int_equal(kvf_config_set(f->cfg, "gateway.workers=0x10", "-o"), 0);
 	assert_int_equal(f->gw.workers, 16);
+	assert_int_equal(kvf_config_set(f->cfg, "gateway.workers=010", "-o"), 0);
+	assert_int_equal(f->gw.workers, 10); /* not octal */
+	assert_int_equal(kvf_config_set(f->cfg, "gateway.workers= 12", "-o"), KVF_E_CONFIG);
+	assert_int_equal(kvf_config_set(f->cfg, "gateway.max_body= 2MiB", "-o"), KVF_E_CONFIG);
+	assert_int_equal(kvf_config_set(f->cfg, "gateway.workers=16", "-o"), 0);
 	assert_int_equal(kvf_config_set(f->cfg, "gateway.auth=yes", "-o"), 0);
 	assert_int_equal(f->gw.auth, 1);
 	assert_int_equal(kvf_config_set(f->cfg, "gateway.timeout_ms=2m", "-o"), 0);
