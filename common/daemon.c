@@ -106,7 +106,7 @@ static int cmd_show_stats(kvf_admin_out *out, int argc, char **argv, void *ud)
 static int cmd_show_config(kvf_admin_out *out, int argc, char **argv, void *ud)
 {
 	kvf_daemon *d = ud;
-	return kvf_config_print(d->cfg, kvf_admin_buf(out));
+	return kvf_config_print_redacted(d->cfg, kvf_admin_buf(out), 1);
 }
 
 static int cmd_drain(kvf_admin_out *out, int argc, char **argv, void *ud)
@@ -299,9 +299,23 @@ void kvf_daemon_set_hooks(kvf_daemon *d, const kvf_daemon_hooks *hooks)
 static void on_http_shutdown(kvf_http_server *s, void *ud)
 {
 	kvf_daemon *d = ud;
+	kvf_loop_timer_stop(d->loop, &d->drain_timer);
 	kvf_loop_stop(d->loop);
 }
 
+/* The drain budget is spent: every open request is closed (its component
+ * sees the client leave and stops), and the loop ends. */
+static void force_stop(kvf_loop *loop, kvf_timer *t, void *ud)
+{
+	kvf_daemon *d = ud;
+	KVF_WARN("daemon", "drain timeout: closing the requests still open", "timeout_ms=%llu",
+		 (unsigned long long)d->base->drain_timeout_ms);
+	kvf_daemon_close_http(d);
+	kvf_loop_stop(d->loop);
+}
+
+/* Graceful end: the HTTP server finishes the responses under way and stops
+ * the loop, bounded by what is left of the drain budget. */
 static void finish(kvf_daemon *d)
 {
 	if (d->stopping)
@@ -309,10 +323,14 @@ static void finish(kvf_daemon *d)
 	d->stopping = 1;
 	kvf_loop_timer_stop(d->loop, &d->drain_timer);
 	KVF_INFO("daemon", "stopping", "name=%s", d->prog);
-	if (d->http)
-		kvf_http_server_shutdown(d->http, on_http_shutdown, d); /* stops the loop when done */
-	else
+	if (!d->http) {
 		kvf_loop_stop(d->loop);
+		return;
+	}
+	uint64_t now = kvf_loop_now_ms(d->loop);
+	uint64_t left = d->drain_deadline_ms > now ? d->drain_deadline_ms - now : 0;
+	kvf_loop_timer_start(d->loop, &d->drain_timer, left, 0, force_stop, d);
+	kvf_http_server_shutdown(d->http, on_http_shutdown, d); /* stops the loop when done */
 }
 
 static void on_drain_tick(kvf_loop *loop, kvf_timer *t, void *ud)
@@ -322,9 +340,9 @@ static void on_drain_tick(kvf_loop *loop, kvf_timer *t, void *ud)
 	if (!busy) {
 		finish(d);
 	} else if (kvf_loop_now_ms(loop) >= d->drain_deadline_ms) {
-		KVF_WARN("daemon", "drain timeout: stopping with work in flight", "timeout_ms=%llu",
-			 (unsigned long long)d->base->drain_timeout_ms);
-		finish(d);
+		kvf_loop_timer_stop(loop, &d->drain_timer);
+		d->stopping = 1;
+		force_stop(loop, t, d);
 	}
 }
 

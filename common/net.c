@@ -128,13 +128,22 @@ int kvf_net_listen_unix(const char *path, unsigned mode, int backlog, int *fd_ou
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return kvf_errf(kvf_err_from_errno(errno), "socket: %s", strerror(errno));
-	/* Replace a stale socket file, but never another kind of file. */
+	/* Replace a stale socket file, but never another kind of file, and
+	 * never a socket another process still serves. */
 	struct stat st;
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			close(fd);
 			return kvf_errf(KVF_E_EXISTS, "%s exists and is not a socket", path);
 		}
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(probe);
+			close(fd);
+			return kvf_errf(KVF_E_EXISTS, "%s is in use by another process", path);
+		}
+		if (probe >= 0)
+			close(probe);
 		unlink(path);
 	}
 	/* Create with the final mode: no window where others can connect. */

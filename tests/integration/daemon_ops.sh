@@ -60,6 +60,11 @@ else
 fi
 out=$("$KVFCTL" -s "$SOCK" show config)
 check_contains "show config prints the testd section" "$out" "max_slow = 8;"
+check_contains "show config hides the cluster secret" "$out" 'secret = "<redacted>";'
+out=$("$TESTD" -o "testd.http_listen=127.0.0.1:$(free_port)" -o "testd.admin_socket=$SOCK" 2>&1); rc=$?
+check_eq "a second daemon on the same admin socket fails" 1 "$rc"
+check_contains "it says the socket is in use" "$out" "in use by another process"
+check "the first daemon's socket survives" test -S "$SOCK"
 out=$("$KVFCTL" -s "$SOCK" help)
 check_contains "help lists component commands" "$out" "show slow"
 out=$("$KVFCTL" -s "$SOCK" frobnicate 2>&1); rc=$?
