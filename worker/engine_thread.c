@@ -27,6 +27,8 @@ struct ew {
 	void *ud;
 	pthread_t thread;
 	atomic_int stop;
+	int joined;           /* the thread is gone: calls run inline */
+	kvf_task wake;        /* posted to wake the thread for stopping */
 	ew_load load;
 	ew_batch *cur;        /* batch being filled (engine thread) */
 	size_t cap_events, cap_blocks;
@@ -37,8 +39,10 @@ static ew_batch *batch_get(ew *w)
 	if (!w->cur) {
 		w->cur = kvf_calloc(1, sizeof(*w->cur));
 		w->cap_events = w->cap_blocks = 0;
-		if (w->cur)
-			w->cur->owner = w;
+		if (w->cur) {
+			w->cur->fn = w->fn;
+			w->cur->ud = w->ud;
+		}
 	}
 	return w->cur;
 }
@@ -75,7 +79,7 @@ static void on_removed(void *user, kvf_blockkey key, int32_t block)
 static void deliver(kvf_loop *loop, kvf_task *t)
 {
 	ew_batch *b = (ew_batch *)t;
-	b->owner->fn(b->owner->ud, b);
+	b->fn(b->ud, b);
 	kvf_free(b->events);
 	kvf_free(b->blocks);
 	kvf_free(b);
@@ -144,8 +148,8 @@ static void do_cancel(kvf_loop *loop, kvf_task *t)
 {
 	ew_req *r = (ew_req *)((char *)t - offsetof(ew_req, cancel));
 	ew *w = owner_of(t);
-	if (r->submitted)
-		kvf_engine_cancel(w->engine, r->engine_id); /* NOTFOUND: it had finished already */
+	if (r->submitted && kvf_engine_cancel(w->engine, r->engine_id) == KVF_E_NOTFOUND && r->keep_kv)
+		kvf_engine_release(w->engine, r->engine_id); /* it had finished and held its KV */
 	ew_event e = { .kind = EW_CANCEL_ACK, .user = r->params.user };
 	push_event(w, &e);
 }
@@ -192,24 +196,33 @@ static void step(ew *w)
 static void *thread_main(void *arg)
 {
 	ew *w = arg;
+	int stalled = 0;
 	while (!atomic_load(&w->stop)) {
 		int waiting, running;
 		kvf_engine_load(w->engine, &waiting, &running);
-		/* Block only when there is nothing to compute. */
-		kvf_loop_run_once(w->loop, (waiting + running) ? 0 : -1);
+		/* Block when there is nothing to compute; when requests wait but
+		 * the last step could not run any (the pool is held by leases),
+		 * wait a little for tasks that free blocks instead of spinning. */
+		kvf_loop_run_once(w->loop, !(waiting + running) ? -1 : stalled ? 5 : 0);
 		kvf_engine_load(w->engine, &waiting, &running);
-		if (waiting + running)
+		stalled = 0;
+		if (waiting + running) {
 			step(w);
+			/* Nothing running after a step while some wait: nothing
+			 * could be admitted. */
+			kvf_engine_load(w->engine, &waiting, &running);
+			stalled = running == 0 && waiting > 0;
+		}
 		publish_load(w);
 		flush_batch(w);
 	}
 	return NULL;
 }
 
-static void wake_stop(kvf_loop *loop, void *arg)
+static void wake_stop(kvf_loop *loop, kvf_task *t)
 {
 	(void)loop;
-	(void)arg;
+	(void)t;
 }
 
 int ew_start(const kvf_engine_options *opts, kvf_loop *main_loop, ew_batch_fn fn, void *ud, ew **out)
@@ -248,15 +261,26 @@ err_free:
 	return rc;
 }
 
-void ew_stop(ew *w)
+void ew_join(ew *w)
+{
+	if (!w || w->joined)
+		return;
+	atomic_store(&w->stop, 1);
+	w->wake.fn = wake_stop;
+	kvf_loop_post(w->loop, &w->wake);
+	pthread_join(w->thread, NULL);
+	w->joined = 1;
+	/* Tasks still queued run here (they may add events or post call
+	 * backs), and what they produced goes to the daemon loop. */
+	kvf_loop_run_once(w->loop, 0);
+	flush_batch(w);
+}
+
+void ew_free(ew *w)
 {
 	if (!w)
 		return;
-	atomic_store(&w->stop, 1);
-	kvf_loop_call(w->loop, wake_stop, NULL);
-	pthread_join(w->thread, NULL);
-	/* Tasks still queued run now (they may add events), then the last
-	 * batch is dropped: the daemon side forgets its requests itself. */
+	ew_join(w);
 	kvf_loop_destroy(w->loop);
 	if (w->cur) {
 		kvf_free(w->cur->events);
@@ -285,6 +309,8 @@ const ew_load *ew_loadfig(const ew *w)
 
 void ew_submit(ew *w, ew_req *r)
 {
+	if (w->joined)
+		return; /* shutting down: the daemon side frees r itself */
 	r->submit.fn = do_submit;
 	r->submit.arg = w;
 	kvf_loop_post(w->loop, &r->submit);
@@ -292,6 +318,8 @@ void ew_submit(ew *w, ew_req *r)
 
 void ew_cancel(ew *w, ew_req *r)
 {
+	if (w->joined)
+		return;
 	r->cancel.fn = do_cancel;
 	r->cancel.arg = w;
 	kvf_loop_post(w->loop, &r->cancel);
@@ -300,6 +328,12 @@ void ew_cancel(ew *w, ew_req *r)
 void ew_run(ew *w, ew_call *c)
 {
 	c->owner = w;
+	if (w->joined) { /* no thread any more: run it here */
+		c->fn(w->engine, c->arg);
+		if (c->done)
+			c->done(c->arg);
+		return;
+	}
 	c->task.fn = do_call;
 	c->back.fn = call_back;
 	kvf_loop_post(w->loop, &c->task);

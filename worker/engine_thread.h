@@ -41,17 +41,21 @@ typedef struct ew_block_event {
 	int stored; /* 1 stored, 0 removed */
 } ew_block_event;
 
-typedef struct ew_batch {
+typedef struct ew_batch ew_batch;
+
+/* Called on the daemon loop for each batch; the batch is freed after. */
+typedef void (*ew_batch_fn)(void *ud, const ew_batch *b);
+
+struct ew_batch {
 	kvf_task task; /* private */
-	ew *owner;
+	ew_batch_fn fn;  /* private: where it goes, so delivery needs no ew */
+	void *ud;        /* private */
 	int n_events;
 	int n_blocks;
 	ew_event *events;
 	ew_block_event *blocks;
-} ew_batch;
+};
 
-/* Called on the daemon loop for each batch; the batch is freed after. */
-typedef void (*ew_batch_fn)(void *ud, const ew_batch *b);
 
 /* A request handed to the engine thread: the FIRST member of the caller's
  * object, and params.user must point at it. */
@@ -75,7 +79,16 @@ typedef struct ew_load {
 /* Creates the engine (on the calling thread, so load errors surface at
  * start-up) and starts its thread. Batches go to main_loop / fn(ud, ...). */
 int ew_start(const kvf_engine_options *opts, kvf_loop *main_loop, ew_batch_fn fn, void *ud, ew **out);
-void ew_stop(ew *w);
+
+/*
+ * Shutdown, in two steps. ew_join stops the thread, runs the tasks still
+ * queued for it and posts their results to the daemon loop; from then on
+ * ew_submit and ew_cancel do nothing and ew_run runs fn and done at once on
+ * the caller's thread. Drain the daemon loop after it (deliveries and call
+ * backs still name live objects), then ew_free frees the engine. NULL ok.
+ */
+void ew_join(ew *w);
+void ew_free(ew *w);
 
 /* Engine facts fixed at creation (safe from any thread). */
 const kvf_engine_info *ew_info(const ew *w);

@@ -95,6 +95,7 @@ struct kvf_worker {
 	size_t n_reqs;
 	uint64_t next_id;
 	int draining;
+	int stopping;         /* kvf_worker_destroy has begun */
 };
 
 /* One API request, from parse to the last byte sent. */
@@ -107,7 +108,7 @@ typedef struct wreq {
 	kvf_oai_request oai;
 	kvf_oai_resp resp;
 	char resp_id[40];
-	char tenant[64];
+	char tenant[129];          /* x-kvf-tenant: the salt of the block keys */
 	kvf_tok_ids prompt;        /* prompt token ids */
 	kvf_blockkey *keys;        /* keys of the prompt's full blocks */
 	int n_keys;
@@ -128,10 +129,12 @@ typedef struct wreq {
 	int engine_done;           /* terminal event received */
 	int cancel_sent, cancel_acked;
 	const char *finish;        /* "stop" | "length" once finished */
+	int stop_matched;          /* a stop string ended the text (loop side) */
 	/* When set, the engine's final event goes here instead of an OpenAI
 	 * response (the P/D protocol's prefill requests). */
 	void (*on_finish)(struct wreq *r, const kvf_event *ev);
 	void *on_finish_ud;
+	void (*free_ud)(void *ud); /* frees on_finish_ud if the request ends without it */
 	struct pd_pull *pull;      /* decode: KV being pulled before submission */
 	int32_t *kv_blocks;        /* imported blocks handed to the engine (params.kv_blocks) */
 	char prefill_ep[128];      /* the prefill worker the KV came from */
@@ -166,6 +169,9 @@ int pd_serve(kvf_worker *w, kvf_http_req *req);
  * r. Returns 0 when the pull started (r is then the pull's until it
  * submits), or an error (the caller submits r itself). */
 int pd_pull_start(wreq *r, const char *ep, size_t ep_len);
+/* The client left during r's pull: abandons what can be abandoned; r is
+ * freed when the pull's last step finishes. */
+void pd_pull_abort(wreq *r);
 /* Decode, without a prefill worker: when the cachedir names another holder
  * of a longer cached prefix than this worker has, by at least
  * pull_threshold tokens, pulls those blocks first. Returns 0 when r is now

@@ -254,10 +254,28 @@ static void lease_collect_keys(kvf_engine *e, void *arg)
 	l->n_tokens = l->n_blocks * l->w->block_size;
 }
 
+static void lease_free_ud(void *ud)
+{
+	lease_free(ud);
+}
+
+static void prefill_client_gone(kvf_http_req *req, void *ud)
+{
+	wreq *r = ud;
+	kvf_http_end(req);
+	r->http = NULL;
+	if (!r->engine_done && !r->cancel_sent) {
+		r->cancel_sent = 1;
+		ew_cancel(r->w->engine, &r->er); /* the engine frees or releases the KV */
+	}
+	wreq_maybe_free(r);
+}
+
 /* serve.c calls this when the engine finished a /kvf/v1/prefill request. */
 static void prefill_finished(wreq *r, const kvf_event *ev)
 {
 	pd_lease *l = r->on_finish_ud;
+	r->on_finish_ud = NULL; /* consumed here, whatever happens */
 	if (ev->finish == KVF_FINISH_ERROR || ev->finish == KVF_FINISH_CANCEL) {
 		if (r->http)
 			worker_respond_error(r->http, ev->error == KVF_E_RANGE ? 400 : 500, kvf_strerror(ev->error),
@@ -357,7 +375,10 @@ static void serve_prefill(kvf_worker *w, kvf_http_req *req, const json_t *root)
 	r->er.keep_kv = 1;
 	r->on_finish = prefill_finished;
 	r->on_finish_ud = l;
+	r->free_ud = lease_free_ud;
 	r->http = req;
+	/* A puller that gives up stops the prefill (and so its lease). */
+	kvf_http_req_on_close(req, prefill_client_gone, r);
 	kvf_series_add(kvf_metric_series(w->m[WM_PROMPT_TOKENS]), n);
 	wreq_submit(r);
 }
@@ -461,6 +482,8 @@ typedef struct pd_pull {
 	ew_call call;
 	int alloc_rc;
 	uint64_t t0_ns;
+	int64_t lease_ms;  /* the holder's lease: extended while the transfer runs */
+	kvf_timer extend;
 	const char *why;   /* fallback reason for logs */
 } pd_pull;
 
@@ -479,8 +502,23 @@ static void release_lease(kvf_worker *w, const char *ep, const char *lease_id)
 	kvf_http_client_request(w->hc, ep, &o, &cbs, NULL, NULL);
 }
 
+/* Keeps the holder's lease alive while our READs run (a large transfer
+ * may outlast lease_ms): POST /kvf/v1/extend every half lease. */
+static void on_extend(kvf_loop *loop, kvf_timer *t, void *ud)
+{
+	pd_pull *p = ud;
+	char body[64];
+	int n = snprintf(body, sizeof(body), "{\"lease_id\":\"%s\"}", p->lease_id);
+	static const char *const hdrs[] = { "Content-Type", "application/json", NULL };
+	kvf_http_creq_opts o = { .method = "POST", .target = "/kvf/v1/extend", .headers = hdrs,
+				 .body = body, .body_len = (size_t)n, .first_byte_timeout_ms = 5000 };
+	kvf_http_creq_cbs cbs = { NULL, NULL, noop_done, noop_error };
+	kvf_http_client_request(p->w->hc, p->ep, &o, &cbs, NULL, NULL);
+}
+
 static void pull_free(pd_pull *p)
 {
+	kvf_loop_timer_stop(p->w->loop, &p->extend);
 	kvf_buf_free(&p->resp);
 	kvf_fabric_desc_free(p->desc);
 	kvf_free(p->blocks);
@@ -506,6 +544,7 @@ static void pull_finish(pd_pull *p, int ok)
 	wreq *r = p->r;
 	kvf_worker *w = p->w;
 	r->pull = NULL;
+	kvf_loop_timer_stop(w->loop, &p->extend);
 	if (p->lease_id[0])
 		release_lease(w, p->ep, p->lease_id);
 	if (ok && r->http) {
@@ -576,7 +615,10 @@ static void pull_allocated(void *arg)
 	if (rc) {
 		p->why = kvf_errmsg();
 		pull_finish(p, 0);
+		return;
 	}
+	uint64_t half = p->lease_ms > 1 ? (uint64_t)p->lease_ms / 2 : 1;
+	kvf_loop_timer_start(w->loop, &p->extend, half, half, on_extend, p);
 }
 
 /* Engine thread: blocks to pull into, one reference each. */
@@ -593,7 +635,7 @@ static void pull_got_lease(pd_pull *p)
 	wreq *r = p->r;
 	json_t *root = NULL;
 	const char *lease = NULL, *desc = NULL;
-	int64_t n_tokens = -1, block_bytes = -1;
+	int64_t n_tokens = -1, block_bytes = -1, lease_ms = 30000;
 	kvf_buf raw = KVF_BUF_INIT;
 	if (p->status != 200) {
 		p->why = "the prefill worker refused";
@@ -602,11 +644,13 @@ static void pull_got_lease(pd_pull *p)
 	if (kvf_json_parse_object(p->resp.data ? p->resp.data : "", p->resp.len, &root) ||
 	    kvf_json_req_string(root, "lease_id", &lease) || kvf_json_req_string(root, "descriptor", &desc) ||
 	    kvf_json_req_int(root, "n_tokens", 0, INT32_MAX, &n_tokens) ||
-	    kvf_json_req_int(root, "block_bytes", 1, INT64_MAX, &block_bytes) || strlen(lease) != 16) {
+	    kvf_json_req_int(root, "block_bytes", 1, INT64_MAX, &block_bytes) ||
+	    kvf_json_opt_int(root, "lease_ms", 1, INT64_MAX, &lease_ms) || strlen(lease) != 16) {
 		p->why = "malformed prefill answer";
 		goto fail;
 	}
 	memcpy(p->lease_id, lease, 17);
+	p->lease_ms = lease_ms;
 	if (kvf_base64_decode(desc, strlen(desc), &raw) || kvf_fabric_desc_parse(raw.data, raw.len, &p->desc)) {
 		p->why = "bad descriptor";
 		goto fail;
@@ -829,6 +873,19 @@ int pd_holder_start(wreq *r)
 		kvf_free(marker);
 	}
 	return rc;
+}
+
+void pd_pull_abort(wreq *r)
+{
+	pd_pull *p = r->pull;
+	if (p && p->creq) { /* still waiting for the holder's answer */
+		kvf_http_creq_cancel(p->creq);
+		p->creq = NULL;
+		p->why = "client left";
+		pull_finish(p, 0);
+	}
+	/* later stages (allocation, transfer, a lookup) finish on their own and
+	 * see that the client left */
 }
 
 /* Fabric completions on the loop thread. */

@@ -62,6 +62,8 @@ void wreq_free(wreq *r)
 	if (r->next)
 		r->next->prev = r->prev;
 	w->n_reqs--;
+	if (r->on_finish_ud && r->free_ud)
+		r->free_ud(r->on_finish_ud);
 	kvf_oai_request_free(&r->oai);
 	kvf_tok_ids_free(&r->prompt);
 	kvf_free(r->keys);
@@ -89,7 +91,9 @@ static void on_client_gone(kvf_http_req *req, void *ud)
 	kvf_http_end(req); /* releases it; the client is gone */
 	r->http = NULL;
 	if (r->pull) {
-		count_outcome(r->w, OUTCOME_CANCELLED); /* the pull sees http gone and stops */
+		count_outcome(r->w, OUTCOME_CANCELLED);
+		pd_pull_abort(r); /* stops the outgoing prefill call; later stages see http gone */
+		return;
 	} else if (!r->engine_done && !r->cancel_sent) {
 		r->cancel_sent = 1;
 		ew_cancel(r->w->engine, &r->er);
@@ -158,23 +162,30 @@ static int tokenize_prompt(kvf_worker *w, wreq *r, kvf_http_req *req)
 
 static int check_lengths(kvf_worker *w, wreq *r, kvf_http_req *req)
 {
-	int64_t ctx = ew_info(w->engine)->max_model_len;
+	const kvf_engine_info *info = ew_info(w->engine);
+	int64_t ctx = info->max_model_len;
+	/* A request must also fit the KV pool on its own (prompt + output). */
+	int64_t pool = (int64_t)info->kv_blocks * info->block_size;
+	int pool_bound = pool < ctx;
+	int64_t limit = pool_bound ? pool : ctx;
 	int64_t np = (int64_t)r->prompt.n;
-	char msg[300];
-	if (np >= ctx) {
-		snprintf(msg, sizeof(msg),
-			 "This model's maximum context length is %lld tokens. However, your prompt has %lld tokens "
-			 "and leaves no room to generate.", (long long)ctx, (long long)np);
+	const char *what = pool_bound ? "this worker's KV pool holds" : "This model's maximum context length is";
+	char msg[320];
+	if (np >= limit) {
+		snprintf(msg, sizeof(msg), "%s %lld tokens. However, your prompt has %lld tokens and leaves no room to "
+			 "generate.", what, (long long)limit, (long long)np);
 		worker_respond_error(req, 400, msg, r->oai.kind == KVF_OAI_CHAT ? "messages" : "prompt", "context_length_exceeded");
 		return KVF_E_RANGE;
 	}
 	if (r->oai.max_tokens < 0)
-		r->oai.max_tokens = r->oai.kind == KVF_OAI_COMPLETION ? KVF_OAI_DEFAULT_MAX_TOKENS_COMPLETION : ctx - np;
-	if (np + r->oai.max_tokens > ctx) {
-		snprintf(msg, sizeof(msg),
-			 "This model's maximum context length is %lld tokens. However, you requested %lld tokens "
-			 "(%lld in the prompt, %lld for the completion). Reduce the prompt or max_tokens.",
-			 (long long)ctx, (long long)(np + r->oai.max_tokens), (long long)np, (long long)r->oai.max_tokens);
+		r->oai.max_tokens = r->oai.kind == KVF_OAI_COMPLETION ? KVF_OAI_DEFAULT_MAX_TOKENS_COMPLETION : limit - np;
+	if (r->oai.max_tokens > limit - np && r->oai.kind == KVF_OAI_COMPLETION &&
+	    r->oai.max_tokens == KVF_OAI_DEFAULT_MAX_TOKENS_COMPLETION)
+		r->oai.max_tokens = limit - np; /* the default, not the client's choice */
+	if (np + r->oai.max_tokens > limit) {
+		snprintf(msg, sizeof(msg), "%s %lld tokens. However, you requested %lld tokens (%lld in the prompt, %lld "
+			 "for the completion). Reduce the prompt or max_tokens.", what, (long long)limit,
+			 (long long)(np + r->oai.max_tokens), (long long)np, (long long)r->oai.max_tokens);
 		worker_respond_error(req, 400, msg, "max_tokens", "context_length_exceeded");
 		return KVF_E_RANGE;
 	}
@@ -218,8 +229,10 @@ int wreq_build_params(kvf_worker *w, wreq *r)
 	/* The tokenizer's end-of-turn ids end generation like EOS does. */
 	for (size_t i = 0; !r->oai.ignore_eos && i < w->n_eos && p->n_stop_ids < KVF_MAX_STOP_IDS; i++)
 		p->stop_ids[p->n_stop_ids++] = w->eos_ids[i];
-	for (size_t i = 0; i < r->oai.n_stop && i < KVF_MAX_STOP_STRINGS; i++)
-		p->stop[p->n_stop++] = r->oai.stop[i];
+	/* Stop strings are matched here, on the detokenized text, not by the
+	 * engine on per-token pieces: a token's text depends on the ones before
+	 * it (SentencePiece's leading space, bytes of one character spread
+	 * over several tokens), and only the full decode gets that right. */
 	p->logprobs = r->oai.logprobs;
 	p->top_logprobs = r->oai.top_logprobs;
 	p->user = r;
@@ -271,8 +284,16 @@ static void handle_generate(kvf_worker *w, kvf_http_req *req, kvf_oai_kind kind)
 		goto rejected;
 	}
 	kvf_http_str tenant;
-	if (kvf_http_req_header(req, "x-kvf-tenant", &tenant) == 0)
-		snprintf(r->tenant, sizeof(r->tenant), "%.*s", (int)tenant.len, tenant.p);
+	if (kvf_http_req_header(req, "x-kvf-tenant", &tenant) == 0) {
+		if (tenant.len >= sizeof(r->tenant)) {
+			/* Truncating would merge tenants' caches and split them from
+			 * the gateway's keys: refuse instead. */
+			worker_respond_error(req, 400, "x-kvf-tenant is longer than 128 bytes", NULL, NULL);
+			goto rejected;
+		}
+		memcpy(r->tenant, tenant.p, tenant.len);
+		r->tenant[tenant.len] = '\0';
+	}
 	if (tokenize_prompt(w, r, req) || check_lengths(w, r, req))
 		goto rejected;
 	const ew_load *load = ew_loadfig(w->engine);
@@ -348,32 +369,43 @@ void worker_serve_http(kvf_http_req *req, void *ud)
 
 /* ---- results ---- */
 
-/* Decoded text of one id (for logprobs); kvf_malloc'ed, kept with r. */
-static const char *piece(wreq *r, uint32_t id)
+/* Text token id adds after prev (KVF_TOKEN_NONE: none), as the full decode
+ * sees it: decode(prev, id) minus decode(prev), so SentencePiece's leading
+ * space survives. kvf_malloc'ed and kept with r (logprobs only). */
+static const char *piece(wreq *r, uint32_t prev, uint32_t id)
 {
-	char *s = NULL;
-	size_t len;
-	if (kvf_tokenizer_decode(r->w->tok, &id, 1, 0, &s, &len) != 0)
+	uint32_t ids[2] = { prev, id };
+	int with_prev = prev != KVF_TOKEN_NONE;
+	char *both = NULL, *head = NULL;
+	size_t lb = 0, lh = 0;
+	if (kvf_tokenizer_decode(r->w->tok, with_prev ? ids : ids + 1, with_prev ? 2 : 1, 0, &both, &lb) != 0)
 		return "";
+	if (with_prev && kvf_tokenizer_decode(r->w->tok, ids, 1, 0, &head, &lh) == 0 && lh <= lb &&
+	    memcmp(both, head, lh) == 0)
+		memmove(both, both + lh, lb - lh + 1);
+	kvf_free(head);
 	if (kvf_grow((void **)&r->lp_strings, &r->cap_lp_strings, r->n_lp_strings + 1, sizeof(char *))) {
-		kvf_free(s);
+		kvf_free(both);
 		return "";
 	}
-	r->lp_strings[r->n_lp_strings++] = s;
-	return s;
+	r->lp_strings[r->n_lp_strings++] = both;
+	return both;
 }
 
 static void record_logprob(wreq *r, const kvf_event *ev)
 {
-	if (kvf_grow((void **)&r->lps, &r->cap_lps, r->n_out, sizeof(*r->lps)))
+	if (r->n_out == 0 || kvf_grow((void **)&r->lps, &r->cap_lps, r->n_out, sizeof(*r->lps)))
 		return;
+	/* The token before this one: the previous output, or the prompt's last. */
+	uint32_t prev = r->n_out >= 2 ? r->out_ids[r->n_out - 2]
+				      : r->prompt.n ? r->prompt.ids[r->prompt.n - 1] : KVF_TOKEN_NONE;
 	kvf_oai_logprob *lp = &r->lps[r->n_out - 1];
 	memset(lp, 0, sizeof(*lp));
-	lp->token = piece(r, ev->token);
+	lp->token = piece(r, prev, ev->token);
 	lp->logprob = ev->logprob;
 	lp->n_top = ev->n_top < KVF_OAI_MAX_TOP_LOGPROBS ? ev->n_top : KVF_OAI_MAX_TOP_LOGPROBS;
 	for (int j = 0; j < lp->n_top; j++) {
-		lp->top_token[j] = piece(r, ev->top_ids[j]);
+		lp->top_token[j] = piece(r, prev, ev->top_ids[j]);
 		lp->top_logprob[j] = ev->top_logprobs[j];
 	}
 }
@@ -467,16 +499,10 @@ static void finish_response(wreq *r, const kvf_event *ev)
 	const char *finish = ev->finish == KVF_FINISH_LENGTH ? "length" : "stop";
 	const char *tail;
 	size_t tail_len;
-	if (kvf_detok_flush(r->detok, &tail, &tail_len) == 0 && tail_len)
+	/* Bytes the detokenizer held back (an unfinished character) end the
+	 * text, unless a stop string already did. */
+	if (!r->stop_matched && kvf_detok_flush(r->detok, &tail, &tail_len) == 0 && tail_len)
 		kvf_buf_append(&r->text, tail, tail_len);
-	if (ev->stop_index >= 0 && ev->stop_trim_bytes > 0) {
-		size_t cut = (size_t)ev->stop_trim_bytes;
-		r->text.len = cut < r->text.len ? r->text.len - cut : 0;
-		if (r->text.data)
-			r->text.data[r->text.len] = '\0';
-		if (r->sent > r->text.len)
-			r->sent = r->text.len;
-	}
 	kvf_oai_usage u = usage_of(r);
 	if (r->oai.stream) {
 		if (!r->began)
@@ -512,6 +538,41 @@ static void finish_response(wreq *r, const kvf_event *ev)
 	kvf_metric_observe(w->m[WM_E2E], (double)(now - r->t_arrive_ns) / 1e9);
 }
 
+/* Looks for a stop string that ends in the text appended after `before`;
+ * on a match cuts the text where the earliest one starts. */
+static int stop_match(wreq *r, size_t before)
+{
+	size_t maxlen = max_stop_len(r);
+	size_t from = before > maxlen ? before - maxlen + 1 : 0;
+	size_t best = SIZE_MAX;
+	for (size_t i = 0; i < r->oai.n_stop; i++) {
+		size_t len = strlen(r->oai.stop[i]);
+		const char *hit = memmem(r->text.data + from, r->text.len - from, r->oai.stop[i], len);
+		if (hit && (size_t)(hit - r->text.data) < best)
+			best = (size_t)(hit - r->text.data);
+	}
+	if (best == SIZE_MAX)
+		return 0;
+	r->text.len = best;
+	r->text.data[best] = '\0';
+	if (r->sent > best)
+		r->sent = best; /* cannot happen: the stream trails by the longest stop */
+	return 1;
+}
+
+/* A stop string matched: answer now and stop the engine's request. */
+static void stop_here(wreq *r, const ew_event *e)
+{
+	kvf_event fin = e->ev;
+	fin.finish = KVF_FINISH_STOP;
+	fin.stop_index = -1;
+	r->stop_matched = 1;
+	r->cancel_sent = 1;
+	ew_cancel(r->w->engine, &r->er);
+	finish_response(r, &fin);
+	wreq_maybe_free(r);
+}
+
 static void on_token(wreq *r, const ew_event *e)
 {
 	const kvf_event *ev = &e->ev;
@@ -536,8 +597,14 @@ static void on_token(wreq *r, const ew_event *e)
 		if (!is_stop_token) {
 			const char *t;
 			size_t tl;
-			if (kvf_detok_step(r->detok, ev->token, &t, &tl) == 0 && tl)
+			size_t before = r->text.len;
+			if (kvf_detok_step(r->detok, ev->token, &t, &tl) == 0 && tl) {
 				kvf_buf_append(&r->text, t, tl);
+				if (r->oai.n_stop && stop_match(r, before)) {
+					stop_here(r, e);
+					return;
+				}
+			}
 		}
 	}
 	if (ev->finish != KVF_FINISH_NONE) {

@@ -277,17 +277,22 @@ void kvf_worker_destroy(kvf_worker *w)
 {
 	if (!w)
 		return;
-	dir_fini(w);
-	pd_fini(w);
+	/* Order matters: the engine thread stops first (its last results are
+	 * delivered while every object they name exists), then the directory
+	 * and P/D parts close (their callbacks may still submit or release:
+	 * after ew_join those calls run inline or do nothing), then the
+	 * requests go, and the engine last. */
+	w->stopping = 1;
 	if (w->engine) {
 		worker_cancel_all(w);
-		ew_stop(w->engine);
-		/* Deliver what the engine thread posted before it stopped, while
-		 * the requests it names still exist. */
-		if (w->loop)
+		ew_join(w->engine);
+		for (int i = 0; i < 3 && w->loop; i++)
 			kvf_loop_run_once(w->loop, 0);
 	}
+	dir_fini(w);
+	pd_fini(w);
 	worker_free_all(w);
+	ew_free(w->engine);
 	kvf_blockkey_ctx_free(w->keys);
 	kvf_tokenizer_destroy(w->tok);
 	kvf_free(w);
