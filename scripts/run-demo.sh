@@ -15,7 +15,9 @@ mkdir -p "$RUN"
 PIDS=()
 
 stop_all() {
+  local rc=$?
   trap - INT TERM EXIT
+  [ "${STOP_RC:-}" ] && rc=$STOP_RC
   echo
   echo "stopping ${#PIDS[@]} processes..."
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
@@ -24,9 +26,11 @@ stop_all() {
     kill -9 "$p" 2>/dev/null
   done
   echo "stopped; logs are in $RUN"
-  exit 0
+  exit "$rc"
 }
-trap stop_all INT TERM EXIT
+# Ctrl-C ends the demo normally; a failure on the way keeps its status.
+trap 'STOP_RC=0 stop_all' INT TERM
+trap stop_all EXIT
 
 wait_http() { # wait_http PORT NAME
   for _ in $(seq 1 200); do
@@ -119,7 +123,7 @@ while true; do
   for p in "${PIDS[@]}"; do
     if ! kill -0 "$p" 2>/dev/null; then
       echo "process $p exited; see $RUN/*.log"
-      stop_all
+      STOP_RC=1 stop_all
     fi
   done
   sleep 1

@@ -83,8 +83,12 @@ int main(int argc, char **argv)
 	/* Reuse the daemons' command line: FILE becomes -c FILE. */
 	char *args[64];
 	int n = 0;
+	if (argc > 2 + 28) { /* each argument may become two; room for the rest */
+		fprintf(stderr, "kvf-config: too many arguments\n");
+		goto out;
+	}
 	args[n++] = "kvf-config";
-	for (int i = 2; i < argc && n < 62; i++) {
+	for (int i = 2; i < argc; i++) {
 		if (argv[i][0] != '-' && (i == 2 || strcmp(argv[i - 1], "-o") != 0)) {
 			args[n++] = "-c";
 			args[n++] = argv[i];

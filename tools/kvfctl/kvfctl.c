@@ -79,8 +79,9 @@ static int run_command(int fd, const char *cmd, int timeout_ms, kvf_buf *in)
 		}
 		ssize_t r = recv(fd, space, 65536, 0);
 		if (r <= 0) {
-			if (avail) /* print what came before the close */
-				fwrite(start, 1, avail, stdout);
+			/* print what came before the close (the buffer may have moved) */
+			if (kvf_buf_avail(in))
+				fwrite(kvf_buf_head(in), 1, kvf_buf_avail(in), stdout);
 			if (strcmp(cmd, "quit") == 0)
 				return 0;
 			fprintf(stderr, "kvfctl: connection closed by the daemon\n");
