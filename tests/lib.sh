@@ -23,6 +23,8 @@ kvf_cleanup() {
     kill -9 "$p" 2>/dev/null
   done
   rm -rf "$KVF_TMP"
+  # free_port runs in $(...) subshells: find our reservations by owner
+  grep -lx "$$" "$KVF_PORT_DIR"/*/pid 2>/dev/null | while read -r f; do rm -rf "${f%/pid}"; done
 }
 trap kvf_cleanup EXIT
 
@@ -48,12 +50,27 @@ check_contains() {
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on right now,
 # below the kernel's ephemeral range (32768+) so no outgoing connection can
-# be holding it.
+# be holding it. Ports handed out are reserved until the script exits (a
+# directory per port under $KVF_PORT_DIR, owned by this script's pid), so
+# two calls before the first daemon binds, or two suites run side by side,
+# never get the same port. A reservation whose owner died is reclaimed.
+: "${KVF_PORT_DIR:=/tmp/kvf-test-ports-$(id -u)}"
 free_port() {
-  local p
-  for _ in $(seq 1 200); do
+  local p owner
+  mkdir -p "$KVF_PORT_DIR"
+  for _ in $(seq 1 400); do
     p=$((20000 + RANDOM % 12000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+    if ! mkdir "$KVF_PORT_DIR/$p" 2>/dev/null; then
+      owner=$(cat "$KVF_PORT_DIR/$p/pid" 2>/dev/null)
+      [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null && continue
+      [ -n "$owner" ] || continue # being created right now
+      echo $$ >"$KVF_PORT_DIR/$p/pid" # the owner is gone: take it over
+    else
+      echo $$ >"$KVF_PORT_DIR/$p/pid"
+    fi
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue # in use: keep it reserved
+    echo "$p"
+    return 0
   done
   return 1
 }

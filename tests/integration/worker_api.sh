@@ -31,7 +31,11 @@ check_contains "unreadable model explained" "$out" "nonexistent"
 curl -s "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
   -d '{"model":"llama","prompt":"x","max_tokens":200,"ignore_eos":true}' >"$KVF_TMP/long.json" &
 CURL=$!
-sleep 0.2
+# SIGTERM only once the worker lists the request as running
+for _ in $(seq 1 200); do
+  [ "$("$BIN/kvfctl" -s "$SOCK" show requests | tail -n +2 | wc -l)" -ge 1 ] && break
+  sleep 0.02
+done
 kill -TERM "$PID"
 wait "$CURL"
 check_contains "request in flight at SIGTERM completes" "$(cat "$KVF_TMP/long.json")" '"completion_tokens":200'

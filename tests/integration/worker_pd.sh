@@ -63,8 +63,13 @@ curl -s -o "$KVF_TMP/lease.json" -H 'Content-Type: application/json' "http://127
   -d '{"model":"llama","prompt_token_ids":[5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21]}'
 check_contains "a prefill answers a lease with a descriptor" "$(cat "$KVF_TMP/lease.json")" '"descriptor":"'
 check_contains "the lease is listed" "$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show leases)" "prefill"
-sleep 2
-check_eq "an unreleased lease expires" "" "$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show leases | tail -n +2)"
+# lease_ms is 1.5 s: poll for up to 10 s rather than guess the scheduling
+for _ in $(seq 1 200); do
+  leases=$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show leases | tail -n +2)
+  [ -z "$leases" ] && break
+  sleep 0.05
+done
+check_eq "an unreleased lease expires" "" "$leases"
 check_contains "expiry counted" "$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show stats)" "kvf_worker_leases_expired_total 1"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
   "http://127.0.0.1:$PP/kvf/v1/release" -d '{"lease_id":"0123456789abcdef"}')
@@ -93,4 +98,37 @@ check_contains "prefill worker gone: the request completes" "$out" '"completion_
 stats=$("$BIN/kvfctl" -s "$KVF_TMP/d.sock" show stats)
 check_contains "fallbacks counted" "$stats" "kvf_decode_prefill_fallbacks_total 3"
 check_contains "no request left behind" "$("$BIN/kvfctl" -s "$KVF_TMP/d.sock" show requests | wc -l)" "1"
+
+# ---- a prefill worker that answers wrong ----
+# Each bad answer is refused before any block is pulled; the request is
+# computed locally and the log names the reason.
+FP=$(free_port)
+py "
+import json
+real = json.load(open('$KVF_TMP/lease.json'))   # a genuine answer, for its descriptor
+def tweak(**kw):
+    d = dict(real); d.update(kw); return {'status': 200, 'body': json.dumps(d)}
+json.dump([
+    {'status': 503, 'body': '{\"error\":{\"message\":\"busy\"}}'},
+    {'status': 200, 'body': 'not json'},
+    tweak(descriptor='AAAA'),
+    tweak(block_bytes=real['block_bytes'] * 2),
+    tweak(n_tokens=real['n_tokens'] + 1000),
+    tweak(lease_id='short'),
+], open('$KVF_TMP/answers.json', 'w'))"
+kvf_spawn fake /usr/bin/python3 "$KVF_ROOT/tests/integration/py/fake_prefill.py" "$FP" "$KVF_TMP/answers.json"
+wait_port "$FP" 10 || fail "fake prefill worker starts" "$(cat "$KVF_TMP/fake.log")"
+for why in "the prefill worker refused" "malformed prefill answer" "bad descriptor" \
+           "block size mismatch" "block count mismatch" "malformed prefill answer"; do
+  out=$(req 0 -H "x-kvf-prefill: 127.0.0.1:$FP")
+  check_contains "bad prefill answer ($why): the request completes" "$out" '"completion_tokens":20'
+  check_eq "bad prefill answer ($why): nothing fetched" 0 "$(hdr x-kvf-fetched-tokens)"
+done
+check_eq "the decode worker asked the fake prefill worker each time" 6 "$(grep -c '^/kvf/v1/prefill$' "$KVF_TMP/answers.json.log")"
+for why in "the prefill worker refused" "malformed prefill answer" "bad descriptor" \
+           "block size mismatch" "block count mismatch"; do
+  check_contains "the log says why: $why" "$(cat "$KVF_TMP/decode.log")" "$why"
+done
+check_contains "bad answers counted as fallbacks" "$("$BIN/kvfctl" -s "$KVF_TMP/d.sock" show stats)" \
+  "kvf_decode_prefill_fallbacks_total 9"
 kvf_done
