@@ -16,7 +16,7 @@ PACKAGES=(
   libibverbs-dev librdmacm-dev rdma-core ibverbs-utils libfabric-dev libfabric-bin
   dpdk dpdk-dev libdpdk-dev
   # test and demo tooling
-  iproute2 socat curl python3 python3-yaml python3-jsonschema procps psmisc
+  iproute2 socat curl python3 python3-yaml python3-jsonschema python3-jinja2 procps psmisc
   # peers for benchmarks
   nginx redis-server wrk iperf3 hyperfine
 )

@@ -20,6 +20,9 @@ for name in llama3 qwen3 llama2 mistral qwen2 chatml; do
   fi
 done
 
+# a second reference: Python Jinja2, the engine HF transformers runs
+/usr/bin/python3 "$KVF_ROOT/tests/integration/py/chat_jinja2.py" "$D/chat" || KVF_FAILS=$((KVF_FAILS + 1))
+
 # the model directory's own chat_template (tokenizer_config.json), with its bos/eos
 out=$(echo '{"messages":[{"role":"user","content":"Hi"}],"add_generation_prompt":true}' | "$TOK" -t "$D/small" --chat)
 check_eq "chat-model-template" '"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"' "$out"
