@@ -32,11 +32,9 @@ const char *kvf_json_bad_param(void)
 
 int kvf_json_parse_object(const char *buf, size_t len, json_t **out)
 {
-	json_error_t err;
-	json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-	if (!v)
-		return kvf_errf(KVF_E_PARSE, "invalid JSON at line %d column %d: %s", err.line, err.column,
-				err.text);
+	json_t *v;
+	if (kvf_json_load(buf, len, &v))
+		return KVF_E_PARSE;
 	if (!json_is_object(v)) {
 		json_decref(v);
 		return kvf_errf(KVF_E_PARSE, "expected a JSON object");

