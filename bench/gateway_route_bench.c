@@ -3,9 +3,15 @@
  * 1k-, 32k- and 128k-token prompts, stage by stage, with the gateway's own
  * code (libkvf_gateway):
  *   parse     the OpenAI body (JSON + validation, kvf_oai_parse)
- *   tokenize  the prompt with a real tokenizer (warm: the per-thread word
- *             cache has seen the text, as with a shared-prefix workload;
- *             the first, cold run is reported apart)
+ *   tokenize  the prompt with a real tokenizer: every request's text is
+ *             new (it ends with its own request number), so the
+ *             tokenizer's segment cache misses; its per-thread word cache
+ *             is warm (the first, cold run is reported apart)
+ *   chat      a chat request whose long system prompt an earlier request
+ *             already sent, and a new short user message: parse + render
+ *             + tokenize, where the system prompt, a segment between
+ *             special tokens, comes from the segment cache (tokenizers
+ *             without a chat template report null)
  *   keys      tenant-salted block keys (XXH3-128 chain)
  *   lookup    the index lookup: the local index, holding this chain on one
  *             worker among 64k other keys (a cachedir LOOKUP adds one
@@ -134,10 +140,26 @@ int main(int argc, char **argv)
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 		size_t tlen;
 		char *text = make_text(tok, sizes[si], &tlen);
-		json_t *body = json_pack("{s:s,s:s%,s:i}", "model", "m", "prompt", text, tlen, "max_tokens", 16);
-		char *js = json_dumps(body, JSON_COMPACT);
-		size_t jlen = strlen(js);
-		json_decref(body);
+		int iters = sizes[si] >= 131072 ? 9 : sizes[si] >= 32768 ? 21 : 201;
+		/* one body per request, each text new: "<text> (request N)" */
+		char **jsv = calloc((size_t)iters + 1, sizeof(char *));
+		char **chatv = calloc((size_t)iters + 1, sizeof(char *));
+		for (int k = 0; k <= iters; k++) {
+			kvf_buf u = KVF_BUF_INIT;
+			kvf_buf_append(&u, text, tlen);
+			kvf_buf_printf(&u, " (request %d)", k);
+			json_t *body = json_pack("{s:s,s:s%,s:i}", "model", "m", "prompt", u.data, u.len, "max_tokens", 16);
+			jsv[k] = json_dumps(body, JSON_COMPACT);
+			json_decref(body);
+			kvf_buf_free(&u);
+			char q[64];
+			snprintf(q, sizeof(q), "Question %d: which line mentions a river?", k);
+			body = json_pack("{s:s,s:[{s:s,s:s%},{s:s,s:s}],s:i}", "model", "m", "messages", "role", "system",
+					 "content", text, tlen, "role", "user", "content", q, "max_tokens", 16);
+			chatv[k] = json_dumps(body, JSON_COMPACT);
+			json_decref(body);
+		}
+		size_t jlen = strlen(jsv[0]);
 		/* The same prompt as token ids. */
 		kvf_tok_ids ids = { 0 };
 		kvf_tokenizer_encode(tok, text, tlen, KVF_TOK_ADD_SPECIAL, &ids);
@@ -160,14 +182,16 @@ int main(int argc, char **argv)
 		ix.ops->routed(ix.ix, 1, noise, 65536);
 		ix.ops->routed(ix.ix, 5, keys, nb);
 
-		int iters = sizes[si] >= 131072 ? 9 : sizes[si] >= 32768 ? 21 : 201;
-		uint64_t *t[6];
-		for (int k = 0; k < 6; k++)
+		uint64_t *t[7];
+		for (int k = 0; k < 7; k++)
 			t[k] = calloc((size_t)iters, sizeof(uint64_t));
 		uint64_t cold_ns = 0;
 		size_t ntok = 0;
+		int chat_ok = 1;
 		for (int it = -1; it < iters; it++) {
 			gw_prompt p;
+			const char *js = jsv[it + 1];
+			jlen = strlen(js);
 			uint64_t t0 = kvf_now_ns();
 			gw_prompt_parse(&p, GW_EP_COMPLETIONS, js, jlen);
 			uint64_t t1 = kvf_now_ns();
@@ -187,6 +211,14 @@ int main(int argc, char **argv)
 			gw_prompt_parse(&p2, GW_EP_COMPLETIONS, js2, jlen2);
 			uint64_t t7 = kvf_now_ns();
 			gw_prompt_free(&p2);
+			/* chat: the system prompt was sent by the request before */
+			gw_prompt pc;
+			uint64_t t8 = kvf_now_ns();
+			if (gw_prompt_parse(&pc, GW_EP_CHAT, chatv[it + 1], strlen(chatv[it + 1])) ||
+			    gw_prompt_tokenize(&pc, tok))
+				chat_ok = 0;
+			uint64_t t9 = kvf_now_ns();
+			gw_prompt_free(&pc);
 			if (it < 0) {
 				cold_ns = t2 - t1;
 				continue;
@@ -197,6 +229,7 @@ int main(int argc, char **argv)
 			t[3][it] = t4 - t3;
 			t[4][it] = t5 - t4;
 			t[5][it] = t7 - t6;
+			t[6][it] = t9 - t8;
 		}
 		if (dec.decode < 0 || strcmp(ws.w[dec.decode].id, "10.0.0.6:8200")) {
 			fprintf(stderr, "gateway_route_bench: the holder was not picked\n");
@@ -204,19 +237,31 @@ int main(int argc, char **argv)
 		}
 		double parse = median_us(t[0], iters), tk = median_us(t[1], iters), ky = median_us(t[2], iters);
 		double lk = median_us(t[3], iters), sc = median_us(t[4], iters), ip = median_us(t[5], iters);
+		double ch = median_us(t[6], iters);
+		char chat_total[32] = "null", chat_tok[32] = "null";
+		if (chat_ok) {
+			snprintf(chat_tok, sizeof(chat_tok), "%.1f", ch);
+			snprintf(chat_total, sizeof(chat_total), "%.1f", ch + ky + lk + sc);
+		}
 		printf("%s{\"tokens\":%zu,\"blocks\":%zu,\"body_bytes\":%zu,\"parse_us\":%.1f,\"tokenize_us\":%.1f,"
 		       "\"tokenize_cold_us\":%.1f,\"keys_us\":%.1f,\"lookup_us\":%.1f,\"score_us\":%.1f,\"total_us\":%.1f,"
-		       "\"ids_body_bytes\":%zu,\"ids_parse_us\":%.1f,\"total_with_ids_us\":%.1f,\"tokenize_mtok_s\":%.2f}",
+		       "\"ids_body_bytes\":%zu,\"ids_parse_us\":%.1f,\"total_with_ids_us\":%.1f,\"tokenize_mtok_s\":%.2f,"
+		       "\"chat_cached_system_parse_tokenize_us\":%s,\"chat_cached_system_total_us\":%s}",
 		       si ? "," : "", ntok, nb, jlen, parse, tk, (double)cold_ns / 1000.0, ky, lk, sc, parse + tk + ky + lk + sc,
-		       jlen2, ip, ip + ky + lk + sc, (double)ntok / tk);
+		       jlen2, ip, ip + ky + lk + sc, (double)ntok / tk, chat_tok, chat_total);
 		fflush(stdout);
-		for (int k = 0; k < 6; k++)
+		for (int k = 0; k < 7; k++)
 			free(t[k]);
+		for (int k = 0; k <= iters; k++) {
+			free(jsv[k]);
+			free(chatv[k]);
+		}
+		free(jsv);
+		free(chatv);
 		free(noise);
 		free(keys);
 		ix.ops->destroy(ix.ix);
 		kvf_tok_ids_free(&ids);
-		free(js);
 		free(js2);
 		free(text);
 	}

@@ -52,6 +52,9 @@ static const kvf_metric_def gw_metric_defs[GM_N] = {
 	[GM_WORKERS] = { "kvf_gateway_workers", KVF_METRIC_GAUGE, "Known workers by state", "state", NULL, 0 },
 	[GM_TENANT_REQ] = { "kvf_gateway_tenant_requests_total", KVF_METRIC_COUNTER, "Admitted API requests by tenant",
 			    "tenant", NULL, 0 },
+	[GM_TOKSEG] = { "kvf_gateway_tokenizer_segment_cache_total", KVF_METRIC_COUNTER,
+			"Prompt segments of 1 KiB or more between special tokens, reused (hit) or tokenized (miss)",
+			"result", NULL, 0 },
 };
 
 /* ---- helpers used by proxy.c ---- */
@@ -420,6 +423,19 @@ static void collect(void *ud)
 			n[4]++;
 		else if (w->state >= 1 && w->state <= 3)
 			n[w->state]++;
+	}
+	if (gw->tok) {
+		uint64_t now_v[2];
+		kvf_tokenizer_cache_stats(gw->tok, &now_v[0], &now_v[1]);
+		static const char *const res[2] = { "hit", "miss" };
+		for (int i = 0; i < 2; i++) {
+			kvf_series *s;
+			if (now_v[i] >= gw->tokseg_seen[i] &&
+			    kvf_metric_labels(gw->m[GM_TOKSEG], (const char *[]){ res[i] }, &s) == 0) {
+				kvf_series_add(s, now_v[i] - gw->tokseg_seen[i]);
+				gw->tokseg_seen[i] = now_v[i];
+			}
+		}
 	}
 	static const char *const names[5] = { "", "active", "draining", "disconnected", "breaker-open" };
 	for (int i = 1; i < 5; i++) {

@@ -12,7 +12,7 @@
 enum {
 	GM_REQUESTS, GM_ROUTED, GM_PD, GM_RETRIES, GM_UPSTREAM_ERR, GM_BREAKER, GM_REJECTED, GM_INFLIGHT,
 	GM_ROUTING_S, GM_TOKENIZE_S, GM_LOOKUP_S, GM_TTFB_S, GM_E2E_S, GM_PROMPT_TOK, GM_CACHED_TOK,
-	GM_COMPLETION_TOK, GM_WORKERS, GM_TENANT_REQ, GM_N
+	GM_COMPLETION_TOK, GM_WORKERS, GM_TENANT_REQ, GM_TOKSEG, GM_N
 };
 
 #define GW_MAX_TRIES 17
@@ -46,6 +46,7 @@ struct kvf_gateway {
 	kvf_metrics *metrics;
 	kvf_metric *m[GM_N];
 	kvf_tokenizer *tok;
+	uint64_t tokseg_seen[2]; /* segment cache hits, misses already counted */
 	char model[GW_ID_MAX];
 	kvf_blockkey_ctx *bk;
 	uint32_t block_size;

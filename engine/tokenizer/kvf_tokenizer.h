@@ -102,6 +102,12 @@ const char *kvf_tokenizer_id_token(const kvf_tokenizer *tok, uint32_t id, size_t
 /* Largest id + 1 (model vocabulary and added tokens). */
 size_t kvf_tokenizer_vocab_size(const kvf_tokenizer *tok);
 
+/* Segment cache counters, summed over every thread: a text segment (the text
+ * between added tokens, at least 1 KiB) whose ids were reused (hits) or
+ * computed (misses). A long system prompt rendered between special tokens is
+ * computed once per thread. Any thread may call this. */
+void kvf_tokenizer_cache_stats(const kvf_tokenizer *tok, uint64_t *hits, uint64_t *misses);
+
 /* Whether id is a special added token. */
 bool kvf_tokenizer_is_special(const kvf_tokenizer *tok, uint32_t id);
 

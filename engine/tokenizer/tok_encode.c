@@ -25,6 +25,8 @@
 
 #include <stdlib.h>
 #include <utf8proc.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "common/kvf_alloc.h"
 #include "common/kvf_err.h"
@@ -49,6 +51,13 @@ static void ctx_free(struct tok_ctx *ctx)
 	free(ctx->cache);
 	free(ctx->ckeys);
 	free(ctx->cids);
+	if (ctx->segs)
+		for (size_t i = 0; i < TOK_SEG_SLOTS; i++) {
+			free(ctx->segs[i].text);
+			free(ctx->segs[i].ids);
+		}
+	free(ctx->segs);
+	free(ctx->todo);
 	free(ctx);
 }
 
@@ -66,7 +75,8 @@ static struct tok_ctx *ctx_new(const kvf_tokenizer *tok, bool with_cache)
 		ctx->cache = calloc(TOK_CACHE_SLOTS, sizeof(*ctx->cache));
 		ctx->ckeys = malloc(TOK_CACHE_KEY_BYTES);
 		ctx->cids = malloc(TOK_CACHE_IDS * sizeof(uint32_t));
-		if (!ctx->cache || !ctx->ckeys || !ctx->cids)
+		ctx->segs = calloc(TOK_SEG_SLOTS, sizeof(*ctx->segs));
+		if (!ctx->cache || !ctx->ckeys || !ctx->cids || !ctx->segs)
 			goto fail;
 	}
 	return ctx;
@@ -92,6 +102,8 @@ void tok_ctx_thread_exit(void *p)
 	kvf_tokenizer *tok = (kvf_tokenizer *)ctx->tok;
 	pthread_mutex_lock(&tok->ctx_lock);
 	ctx_unlink(tok, ctx);
+	tok->seg_hits_gone += ctx->seg_hits;
+	tok->seg_misses_gone += ctx->seg_misses;
 	pthread_mutex_unlock(&tok->ctx_lock);
 	ctx_free(ctx);
 }
@@ -143,6 +155,20 @@ void tok_ctx_destroy_all(kvf_tokenizer *tok)
 		ctx_free(ctx);
 		ctx = next;
 	}
+}
+
+void kvf_tokenizer_cache_stats(const kvf_tokenizer *ctok, uint64_t *hits, uint64_t *misses)
+{
+	kvf_tokenizer *tok = (kvf_tokenizer *)ctok; /* the lock only */
+	pthread_mutex_lock(&tok->ctx_lock);
+	uint64_t h = tok->seg_hits_gone, m = tok->seg_misses_gone;
+	for (struct tok_ctx *c = tok->ctx_list; c; c = c->next) {
+		h += __atomic_load_n(&c->seg_hits, __ATOMIC_RELAXED);
+		m += __atomic_load_n(&c->seg_misses, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&tok->ctx_lock);
+	*hits = h;
+	*misses = m;
 }
 
 /* ---- buffers ------------------------------------------------------------ */
@@ -740,6 +766,125 @@ static int out_add(kvf_tok_ids *out, size_t *n, const uint32_t *ids, size_t k)
 	return 0;
 }
 
+/* ---- segments ------------------------------------------------------------ */
+
+static uint64_t seg_hash(const char *s, size_t n, bool origin0)
+{
+	return XXH3_64bits_withSeed(s, n, origin0 ? 1 : 0);
+}
+
+static struct tok_seg *seg_find(struct tok_ctx *ctx, const char *s, uint32_t n, bool origin0, uint64_t h)
+{
+	for (size_t i = 0; i < TOK_SEG_SLOTS; i++) {
+		struct tok_seg *e = &ctx->segs[i];
+		if (e->text && e->hash == h && e->len == n && e->origin0 == origin0 && memcmp(e->text, s, n) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+static void seg_drop(struct tok_ctx *ctx, struct tok_seg *e)
+{
+	ctx->seg_bytes -= e->len + (size_t)e->n_ids * sizeof(uint32_t);
+	free(e->text);
+	free(e->ids);
+	memset(e, 0, sizeof(*e));
+}
+
+/* Remembers ids for the segment s; best effort (no memory: not cached). */
+static void seg_insert(struct tok_ctx *ctx, const char *s, uint32_t n, bool origin0, uint64_t h,
+		       const uint32_t *ids, size_t n_ids)
+{
+	size_t cost = n + n_ids * sizeof(uint32_t);
+	if (cost > TOK_SEG_MAX_BYTES / 4)
+		return; /* one huge prompt must not flush everything else */
+	struct tok_seg *victim = NULL;
+	for (size_t i = 0; i < TOK_SEG_SLOTS; i++) {
+		struct tok_seg *e = &ctx->segs[i];
+		if (!e->text) {
+			victim = e;
+			break;
+		}
+		if (!victim || e->used < victim->used)
+			victim = e;
+	}
+	if (victim->text)
+		seg_drop(ctx, victim);
+	while (ctx->seg_bytes + cost > TOK_SEG_MAX_BYTES) { /* evict by age until it fits */
+		struct tok_seg *old = NULL;
+		for (size_t i = 0; i < TOK_SEG_SLOTS; i++)
+			if (ctx->segs[i].text && (!old || ctx->segs[i].used < old->used))
+				old = &ctx->segs[i];
+		if (!old)
+			break;
+		seg_drop(ctx, old);
+	}
+	char *t = malloc(n);
+	uint32_t *v = malloc(n_ids ? n_ids * sizeof(uint32_t) : 1);
+	if (!t || !v) {
+		free(t);
+		free(v);
+		return;
+	}
+	memcpy(t, s, n);
+	memcpy(v, ids, n_ids * sizeof(uint32_t));
+	*victim = (struct tok_seg){ h, ++ctx->seg_tick, t, v, n, (uint32_t)n_ids, origin0 };
+	ctx->seg_bytes += cost;
+}
+
+/* Pre-tokenizes and runs the model on one text segment, appending its ids
+ * to ctx->seq; long segments come from / go to the segment cache. */
+static int encode_segment(const kvf_tokenizer *tok, struct tok_ctx *ctx, const struct tok_split *seg)
+{
+	int rc;
+	bool cacheable = ctx->segs && seg->len >= TOK_SEG_MIN;
+	uint64_t h = 0;
+	if (cacheable) {
+		h = seg_hash(ctx->buf + seg->off, seg->len, seg->origin0);
+		struct tok_seg *e = seg_find(ctx, ctx->buf + seg->off, seg->len, seg->origin0, h);
+		if (e) {
+			e->used = ++ctx->seg_tick;
+			__atomic_store_n(&ctx->seg_hits, ctx->seg_hits + 1, __ATOMIC_RELAXED);
+			return seq_add(ctx, e->ids, e->n_ids);
+		}
+		__atomic_store_n(&ctx->seg_misses, ctx->seg_misses + 1, __ATOMIC_RELAXED);
+	}
+	size_t seq0 = ctx->seq_n;
+	int r = 0, w = 1;
+	ctx->sp_n[r] = 0;
+	if ((rc = push(ctx, r, seg->off, seg->len, -1, seg->origin0)))
+		return rc;
+	for (size_t k = 0; k < tok->n_pretoks; k++) {
+		ctx->sp_n[w] = 0;
+		for (size_t i = 0; i < ctx->sp_n[r]; i++) {
+			struct tok_split sp = ctx->sp[r][i];
+			if (sp.id >= 0)
+				rc = push(ctx, w, sp.off, sp.len, sp.id, sp.origin0);
+			else
+				rc = pretok_piece(tok, ctx, &tok->pretoks[k], &sp, w);
+			if (rc)
+				return rc;
+		}
+		r ^= 1, w ^= 1;
+	}
+	for (size_t i = 0; i < ctx->sp_n[r]; i++) {
+		const struct tok_split *sp = &ctx->sp[r][i];
+		if (sp->id >= 0) {
+			uint32_t id = (uint32_t)sp->id;
+			rc = seq_add(ctx, &id, 1);
+		} else {
+			rc = tok_bpe_word(tok, ctx, ctx->buf + sp->off, sp->len);
+			if (!rc)
+				rc = seq_add(ctx, ctx->wids, ctx->wids_n);
+		}
+		if (rc)
+			return rc;
+	}
+	if (cacheable)
+		seg_insert(ctx, ctx->buf + seg->off, seg->len, seg->origin0, h, ctx->seq + seq0, ctx->seq_n - seq0);
+	return 0;
+}
+
 static int encode_ctx(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char *text, size_t len,
 		      unsigned flags, kvf_tok_ids *out)
 {
@@ -778,30 +923,18 @@ static int encode_ctx(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char 
 		}
 		r ^= 1, w ^= 1;
 	}
-	/* 3. pre-tokenizers */
-	for (size_t k = 0; k < tok->n_pretoks; k++) {
-		ctx->sp_n[w] = 0;
-		for (size_t i = 0; i < ctx->sp_n[r]; i++) {
-			struct tok_split sp = ctx->sp[r][i];
-			if (sp.id >= 0)
-				rc = push(ctx, w, sp.off, sp.len, sp.id, sp.origin0);
-			else
-				rc = pretok_piece(tok, ctx, &tok->pretoks[k], &sp, w);
-			if (rc)
-				return rc;
-		}
-		r ^= 1, w ^= 1;
-	}
-	/* 4. the model */
-	for (size_t i = 0; i < ctx->sp_n[r]; i++) {
-		const struct tok_split *sp = &ctx->sp[r][i];
+	/* 3 + 4, one segment (the text between added tokens) at a time */
+	size_t nseg = ctx->sp_n[r];
+	if (tok_raw_grow((void **)&ctx->todo, &ctx->todo_cap, nseg, sizeof(*ctx->todo)))
+		return kvf_errf(KVF_E_NOMEM, "tokenizer: out of memory");
+	memcpy(ctx->todo, ctx->sp[r], nseg * sizeof(*ctx->todo));
+	for (size_t i = 0; i < nseg; i++) {
+		const struct tok_split *sp = &ctx->todo[i];
 		if (sp->id >= 0) {
 			uint32_t id = (uint32_t)sp->id;
 			rc = seq_add(ctx, &id, 1);
 		} else {
-			rc = tok_bpe_word(tok, ctx, ctx->buf + sp->off, sp->len);
-			if (!rc)
-				rc = seq_add(ctx, ctx->wids, ctx->wids_n);
+			rc = encode_segment(tok, ctx, sp);
 		}
 		if (rc)
 			return rc;

@@ -280,6 +280,7 @@ struct kvf_tokenizer {
 	bool tls_ok;
 	pthread_mutex_t ctx_lock;
 	struct tok_ctx *ctx_list;
+	uint64_t seg_hits_gone, seg_misses_gone; /* of contexts already freed */
 };
 
 enum { TOKF_ADDED = 1, TOKF_SPECIAL = 2 };
@@ -332,6 +333,26 @@ struct tok_cache_slot {
 #define TOK_CACHE_KEY_BYTES (2u << 20)
 #define TOK_CACHE_IDS (512u << 10)
 
+/*
+ * Segment cache: the ids of whole text segments (the pieces between added
+ * tokens, after normalization). A segment tokenizes independently of its
+ * neighbours, so a chat's long system prompt, rendered between special
+ * tokens, is tokenized once per thread and then reused. Exact: the key is
+ * the segment's bytes (compared in full) and whether it starts the text
+ * (Metaspace's prepend "first"). Least recently used entries are evicted.
+ */
+#define TOK_SEG_MIN 1024u            /* bytes: shorter segments are not cached */
+#define TOK_SEG_SLOTS 32u
+#define TOK_SEG_MAX_BYTES (32u << 20) /* text + ids per thread */
+
+struct tok_seg {
+	uint64_t hash, used;
+	char *text; /* NULL: empty slot */
+	uint32_t *ids;
+	uint32_t len, n_ids;
+	bool origin0;
+};
+
 struct tok_ctx {
 	const kvf_tokenizer *tok;
 	struct tok_ctx *prev, *next; /* tok->ctx_list */
@@ -359,6 +380,12 @@ struct tok_ctx {
 	size_t ckeys_len;
 	uint32_t *cids;
 	size_t cids_len;
+	struct tok_seg *segs; /* TOK_SEG_SLOTS, with the word cache */
+	size_t seg_bytes;
+	uint64_t seg_tick;
+	uint64_t seg_hits, seg_misses;
+	struct tok_split *todo; /* this call's segments */
+	size_t todo_cap;
 };
 
 /*

@@ -33,6 +33,16 @@ st=$(post /v1/chat/completions '{"model":"test-model","messages":[{"role":"user"
 check_eq "chat completion is 200" 200 "$st"
 check_contains "chat answer shape" "$(body)" '"object":"chat.completion"'
 
+# a long system prompt between special tokens is tokenized once (segment cache)
+SYS=$(long_prompt 26 system) # > 1 KiB, < pd_threshold_tokens
+for q in one two three; do
+  post /v1/chat/completions "{\"model\":\"test-model\",\"messages\":[{\"role\":\"system\",\"content\":\"$SYS\"},{\"role\":\"user\",\"content\":\"question $q\"}],\"max_tokens\":1}" >/dev/null
+done
+check_contains "chat with a shared system prompt lands on the holder" "$(hdr x-kvf-route)" "prefix;hit="
+m=$(curl -s "$GW_URL/metrics")
+check_contains "tokenizer segment cache: the system prompt reused twice" "$m" 'kvf_gateway_tokenizer_segment_cache_total{result="hit"} 2'
+check_contains "tokenizer segment cache: computed once" "$m" 'kvf_gateway_tokenizer_segment_cache_total{result="miss"} 1'
+
 # ---- SSE arrives as the worker produces it ----
 out=$("$PY" - "$GW_PORT" <<'EOF'
 import socket, sys, time, json

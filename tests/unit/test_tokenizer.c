@@ -289,6 +289,53 @@ static void test_metaspace_and_digits(void **state)
 	kvf_tokenizer_destroy(t);
 }
 
+/* The segment cache: long text between added tokens is reused, keyed by its
+ * bytes and by whether it starts the text (Metaspace "first"). */
+static void test_segment_cache(void **state)
+{
+	const char *j =
+		"{\"added_tokens\":[{\"id\":9,\"content\":\"<s>\",\"special\":true,\"normalized\":false}],"
+		"\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"▁\",\"prepend_scheme\":\"first\",\"split\":true},"
+		"\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,\"vocab\":{\"▁a\":0,\"a\":1,\"▁b\":2,\"▁\":5},"
+		"\"merges\":[]}}";
+	kvf_tokenizer *t = load(j);
+	char long_text[1300 + 8], with_s[1300 + 16], want_first[2048], want_later[2048];
+	long_text[0] = '\0';
+	for (int i = 0; i < 325; i++) /* 1300 bytes: "a b " x 325 */
+		strcat(long_text, "a b ");
+	snprintf(with_s, sizeof(with_s), "<s>%s", long_text);
+	/* expected ids, built by hand: "a" gets the prefix only at the start */
+	size_t o = (size_t)snprintf(want_first, sizeof(want_first), "[0,2");
+	size_t q = (size_t)snprintf(want_later, sizeof(want_later), "[9,1,2");
+	for (int i = 1; i < 325; i++) {
+		o += (size_t)snprintf(want_first + o, sizeof(want_first) - o, ",0,2");
+		q += (size_t)snprintf(want_later + q, sizeof(want_later) - q, ",0,2");
+	}
+	snprintf(want_first + o, sizeof(want_first) - o, ",5]");
+	snprintf(want_later + q, sizeof(want_later) - q, ",5]");
+	uint64_t h, m;
+	kvf_tokenizer_cache_stats(t, &h, &m);
+	assert_true(h == 0 && m == 0);
+	assert_string_equal(enc(t, long_text, 0), want_first); /* miss */
+	assert_string_equal(enc(t, with_s, 0), want_later);    /* same bytes, not first: miss */
+	kvf_tokenizer_cache_stats(t, &h, &m);
+	assert_true(h == 0 && m == 2);
+	assert_string_equal(enc(t, long_text, 0), want_first); /* hit */
+	assert_string_equal(enc(t, with_s, 0), want_later);    /* hit */
+	assert_string_equal(enc(t, "<s>a b<s>a b", 0), "[9,1,2,9,1,2]"); /* short: not cached */
+	kvf_tokenizer_cache_stats(t, &h, &m);
+	assert_true(h == 2 && m == 2);
+	/* many distinct long segments: evicted by age, results stay exact */
+	char v[1400];
+	for (int k = 0; k < 3 * 32; k++) {
+		snprintf(v, sizeof(v), "%s%s", (k & 1) ? "a " : "b ", long_text);
+		const char *got = enc(t, v, 0);
+		assert_true(strncmp(got, (k & 1) ? "[0,0,2" : "[2,0,2", 6) == 0);
+	}
+	assert_string_equal(enc(t, long_text, 0), want_first);
+	kvf_tokenizer_destroy(t);
+}
+
 /* ByteFallback decoding follows HF: an invalid run gives one U+FFFD per byte. */
 static void test_decoders(void **state)
 {
@@ -557,6 +604,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bpe_merge_order),
+		cmocka_unit_test(test_segment_cache),
 		cmocka_unit_test(test_bpe_ignore_merges),
 		cmocka_unit_test(test_bpe_byte_fallback_and_unk),
 		cmocka_unit_test(test_bpe_subword_prefix),
