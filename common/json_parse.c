@@ -134,12 +134,12 @@ static int parse_string(parser *ps, const char **s, size_t *len)
 		while (end - p >= 8 && plain8(p))
 			p += 8;
 		if (p >= end)
-			return fail(ps, "premature end of input in a string");
+			return ps->p = p, fail(ps, "premature end of input in a string");
 		unsigned c = *p;
 		if (c == '"')
 			break;
 		if (c < 0x20)
-			return fail(ps, "control character in a string");
+			return ps->p = p, fail(ps, "control character in a string");
 		if (c < 0x80 && c != '\\') {
 			p++;
 			continue;
@@ -147,18 +147,18 @@ static int parse_string(parser *ps, const char **s, size_t *len)
 		if (c >= 0x80) {
 			size_t n = utf8_seq(p, end);
 			if (!n)
-				return fail(ps, "invalid UTF-8 in a string");
+				return ps->p = p, fail(ps, "invalid UTF-8 in a string");
 			p += n;
 			continue;
 		}
 		/* an escape: move what came before into the scratch buffer */
 		if (scratch_room(ps, out + (size_t)(p - run) + 4))
-			return -1;
+			return ps->p = p, -1;
 		memcpy(ps->scratch + out, run, (size_t)(p - run));
 		out += (size_t)(p - run);
 		escaped = 1;
 		if (end - p < 2)
-			return fail(ps, "premature end of input in a string");
+			return ps->p = p, fail(ps, "premature end of input in a string");
 		unsigned e = p[1];
 		p += 2;
 		char ch;
@@ -174,19 +174,19 @@ static int parse_string(parser *ps, const char **s, size_t *len)
 		case 'u': {
 			unsigned cp, lo;
 			if (end - p < 4 || hex4(p, &cp))
-				return fail(ps, "invalid \\u escape");
+				return ps->p = p, fail(ps, "invalid \\u escape");
 			p += 4;
 			if (cp >= 0xdc00 && cp <= 0xdfff)
-				return fail(ps, "invalid Unicode: a low surrogate without a high one");
+				return ps->p = p, fail(ps, "invalid Unicode: a low surrogate without a high one");
 			if (cp >= 0xd800 && cp <= 0xdbff) {
 				if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) || lo < 0xdc00 ||
 				    lo > 0xdfff)
-					return fail(ps, "invalid Unicode: a high surrogate without a low one");
+					return ps->p = p, fail(ps, "invalid Unicode: a high surrogate without a low one");
 				p += 6;
 				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 			}
 			if (cp == 0)
-				return fail(ps, "\\u0000 is not allowed");
+				return ps->p = p, fail(ps, "\\u0000 is not allowed");
 			unsigned char *o = (unsigned char *)ps->scratch + out;
 			if (cp < 0x80) {
 				o[0] = (unsigned char)cp;
@@ -211,7 +211,7 @@ static int parse_string(parser *ps, const char **s, size_t *len)
 			continue;
 		}
 		default:
-			return fail(ps, "invalid escape in a string");
+			return ps->p = p - 1, fail(ps, "invalid escape in a string");
 		}
 		ps->scratch[out++] = ch;
 		run = p;
@@ -240,7 +240,7 @@ static json_t *parse_number(parser *ps)
 		p++;
 	}
 	if (p >= end || *p < '0' || *p > '9')
-		return fail(ps, "invalid number"), NULL;
+		return ps->p = p, fail(ps, "invalid number"), NULL;
 	uint64_t mag = 0;
 	int overflow = 0;
 	if (*p == '0') {
@@ -258,7 +258,7 @@ static json_t *parse_number(parser *ps)
 		is_real = 1;
 		p++;
 		if (p >= end || *p < '0' || *p > '9')
-			return fail(ps, "invalid number"), NULL;
+			return ps->p = p, fail(ps, "invalid number"), NULL;
 		while (p < end && *p >= '0' && *p <= '9')
 			p++;
 	}
@@ -268,7 +268,7 @@ static json_t *parse_number(parser *ps)
 		if (p < end && (*p == '+' || *p == '-'))
 			p++;
 		if (p >= end || *p < '0' || *p > '9')
-			return fail(ps, "invalid number"), NULL;
+			return ps->p = p, fail(ps, "invalid number"), NULL;
 		while (p < end && *p >= '0' && *p <= '9')
 			p++;
 	}
@@ -421,7 +421,7 @@ static json_t *parse_value(parser *ps, int depth)
 	skip_ws(ps);
 	if (ps->p >= ps->end)
 		return fail(ps, "premature end of input"), NULL;
-	if ((*ps->p == '{' || *ps->p == '[') && depth >= MAX_DEPTH)
+	if (depth >= MAX_DEPTH) /* jansson counts every value, scalars too */
 		return fail(ps, "maximum nesting depth reached"), NULL;
 	switch (*ps->p) {
 	case '{':

@@ -58,21 +58,23 @@ check_contains() {
 free_port() {
   local p owner
   mkdir -p "$KVF_PORT_DIR"
-  for _ in $(seq 1 400); do
-    p=$((20000 + RANDOM % 12000))
-    if ! mkdir "$KVF_PORT_DIR/$p" 2>/dev/null; then
-      owner=$(cat "$KVF_PORT_DIR/$p/pid" 2>/dev/null)
-      [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null && continue
-      [ -n "$owner" ] || continue # being created right now
-      echo $$ >"$KVF_PORT_DIR/$p/pid" # the owner is gone: take it over
-    else
-      echo $$ >"$KVF_PORT_DIR/$p/pid"
-    fi
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue # in use: keep it reserved
-    echo "$p"
-    return 0
-  done
-  return 1
+  (
+    # one script at a time picks and takes over reservations
+    flock -w 30 9 || exit 1
+    for _ in $(seq 1 400); do
+      p=$((20000 + RANDOM % 12000))
+      if [ -d "$KVF_PORT_DIR/$p" ]; then
+        owner=$(cat "$KVF_PORT_DIR/$p/pid" 2>/dev/null)
+        # reserved by a live script: skip; owner gone (or never written): take it
+        [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null && continue
+      fi
+      mkdir -p "$KVF_PORT_DIR/$p" && echo $$ >"$KVF_PORT_DIR/$p/pid"
+      (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue # in use: keep it reserved
+      echo "$p"
+      exit 0
+    done
+    exit 1
+  ) 9>"$KVF_PORT_DIR/.lock"
 }
 
 # kvf_spawn LOGNAME CMD...: start CMD in the background, output to $KVF_TMP/LOGNAME.log.

@@ -170,14 +170,15 @@ static void call_back(kvf_loop *loop, kvf_task *t)
 
 /* ---- the thread ---- */
 
-static void step(ew *w)
+/* One engine step; returns how many events it produced. */
+static int step(ew *w)
 {
 	const kvf_event *evs;
 	int n = 0;
 	int rc = kvf_engine_step(w->engine, &evs, &n);
 	if (rc) {
 		KVF_LOG_RL(KVF_LOG_ERROR, 5, 10000, "worker", "engine step failed", "error=\"%s\"", kvf_errmsg());
-		return;
+		return 0;
 	}
 	for (int i = 0; i < n; i++) {
 		ew_event e = { .kind = EW_TOKEN, .user = evs[i].user, .ev = evs[i] };
@@ -191,6 +192,7 @@ static void step(ew *w)
 		if (!r->keep_kv)
 			kvf_engine_release(w->engine, evs[i].req);
 	}
+	return n;
 }
 
 static void *thread_main(void *arg)
@@ -207,11 +209,13 @@ static void *thread_main(void *arg)
 		kvf_engine_load(w->engine, &waiting, &running);
 		stalled = 0;
 		if (waiting + running) {
-			step(w);
-			/* Nothing running after a step while some wait: nothing
-			 * could be admitted. */
+			int produced = step(w);
+			/* A step that produced nothing, with nothing running after
+			 * it while some wait: nothing could be admitted. (A step
+			 * whose requests all finished produced their last tokens;
+			 * the next step admits the waiting ones at once.) */
 			kvf_engine_load(w->engine, &waiting, &running);
-			stalled = running == 0 && waiting > 0;
+			stalled = produced == 0 && running == 0 && waiting > 0;
 		}
 		publish_load(w);
 		flush_batch(w);

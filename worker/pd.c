@@ -617,8 +617,6 @@ static void pull_allocated(void *arg)
 		pull_finish(p, 0);
 		return;
 	}
-	uint64_t half = p->lease_ms > 1 ? (uint64_t)p->lease_ms / 2 : 1;
-	kvf_loop_timer_start(w->loop, &p->extend, half, half, on_extend, p);
 }
 
 /* Engine thread: blocks to pull into, one reference each. */
@@ -651,6 +649,11 @@ static void pull_got_lease(pd_pull *p)
 	}
 	memcpy(p->lease_id, lease, 17);
 	p->lease_ms = lease_ms;
+	/* The holder's lease clock runs from its answer: keep it alive from
+	 * now on, through the block allocation (which waits for an engine
+	 * step) and the transfer, extending every third of the lease. */
+	uint64_t third = p->lease_ms > 3 ? (uint64_t)p->lease_ms / 3 : 1;
+	kvf_loop_timer_start(w->loop, &p->extend, third, third, on_extend, p);
 	if (kvf_base64_decode(desc, strlen(desc), &raw) || kvf_fabric_desc_parse(raw.data, raw.len, &p->desc)) {
 		p->why = "bad descriptor";
 		goto fail;

@@ -96,6 +96,10 @@ static void test_fast_load(void **state)
 	LOAD_BAD("{\"a\":1,}", "string or '}' expected");
 	LOAD_BAD("   ", "no JSON value");
 	LOAD_BAD("{\n  \"a\": [1,\n  2 x]}", "line 3 column 5");
+	/* errors inside a string or number point at the bad byte */
+	LOAD_BAD("{\"a\":\"xxxxxxxxxxxxxxxxxxxx\\q\"}", "line 1 column 28");
+	LOAD_BAD("{\n\"a\":\n  \"xxxxxxxx\\q\"}", "line 3 column 13");
+	LOAD_BAD("[1.e5]", "line 1 column 4");
 	/* nesting: 2048 levels like jansson, not one more */
 	char deep[2 * 2049];
 	memset(deep, '[', 2049);
@@ -103,6 +107,14 @@ static void test_fast_load(void **state)
 	v = load_ok(deep + 1, 2 * 2048);
 	json_decref(v);
 	load_bad(deep, sizeof(deep), "maximum nesting depth");
+	/* jansson counts scalars too: a value inside 2048 arrays is too deep */
+	char deep1[2 * 2048 + 1];
+	memset(deep1, '[', 2048);
+	deep1[2048] = '1';
+	memset(deep1 + 2049, ']', 2048);
+	load_bad(deep1, sizeof(deep1), "maximum nesting depth");
+	v = load_ok(deep1 + 1, sizeof(deep1) - 2); /* inside 2047 */
+	json_decref(v);
 }
 
 static void test_getters(void **state)
