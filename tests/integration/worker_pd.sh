@@ -43,13 +43,18 @@ check "pulled bytes counted (3 blocks)" test "${bytes:-0}" -eq $((3 * 8192))
 check_contains "fabric byte counters moved" "$(echo "$stats" | grep '^kvf_fabric_')" "kvf_fabric"
 pstats=$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show stats)
 check_contains "prefill worker computed the prompt" "$pstats" "kvf_worker_prompt_tokens_total 40"
-leases=""
-for _ in $(seq 1 40); do
-  leases=$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show leases | tail -n +2)
-  [ -z "$leases" ] && break
-  sleep 0.05
-done
-check_eq "the decode worker released the lease" "" "$leases"
+# no_leases SECONDS: polls the prefill worker until it holds no lease;
+# prints what it still holds at the end
+no_leases() {
+  local leases="" i
+  for i in $(seq 1 $(($1 * 20))); do
+    leases=$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show leases | tail -n +2)
+    [ -z "$leases" ] && break
+    sleep 0.05
+  done
+  printf '%s' "$leases"
+}
+check_eq "the decode worker released the lease" "" "$(no_leases 2)"
 
 # Without the header the same decode worker computes locally (its cache
 # now holds the pulled blocks, so only the tail is computed).
@@ -64,12 +69,7 @@ curl -s -o "$KVF_TMP/lease.json" -H 'Content-Type: application/json' "http://127
 check_contains "a prefill answers a lease with a descriptor" "$(cat "$KVF_TMP/lease.json")" '"descriptor":"'
 check_contains "the lease is listed" "$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show leases)" "prefill"
 # lease_ms is 1.5 s: poll for up to 10 s rather than guess the scheduling
-for _ in $(seq 1 200); do
-  leases=$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show leases | tail -n +2)
-  [ -z "$leases" ] && break
-  sleep 0.05
-done
-check_eq "an unreleased lease expires" "" "$leases"
+check_eq "an unreleased lease expires" "" "$(no_leases 10)"
 check_contains "expiry counted" "$("$BIN/kvfctl" -s "$KVF_TMP/p.sock" show stats)" "kvf_worker_leases_expired_total 1"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
   "http://127.0.0.1:$PP/kvf/v1/release" -d '{"lease_id":"0123456789abcdef"}')
