@@ -5,9 +5,9 @@
 # holder of the prompt's chain and the request goes there, tier-weighted; a
 # worker that leaves the directory leaves the gateway; the load the workers
 # heartbeat reaches the queue scorer. Skips when this tree has no cachedir
-# (its library lands separately). Prefix hits through the directory need
-# workers that publish the gateway's keys (kvf-decode, issue 7): the
-# tool's synthetic chains are keyed without the cluster secret.
+# (a tree without cachedir/). The tool's synthetic chains are keyed without
+# the cluster secret, so prefix hits through the directory with real
+# workers are checked in worker_sim_burst.sh and by `make run`.
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/gateway_common.bash"
 CD="$BIN/kvf-cachedir"
