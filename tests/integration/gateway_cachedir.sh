@@ -4,8 +4,8 @@
 # stand-in HTTP workers) become routable; one LOOKUP per request finds the
 # holder of the prompt's chain and the request goes there, tier-weighted; a
 # worker that leaves the directory leaves the gateway; the load the workers
-# heartbeat reaches the queue scorer. Skips when this tree has no cachedir
-# (a tree without cachedir/). The tool's synthetic chains are keyed without
+# heartbeat reaches the queue scorer. Skips in a tree without
+# cachedir/. The tool's synthetic chains are keyed without
 # the cluster secret, so prefix hits through the directory with real
 # workers are checked in worker_sim_burst.sh and by `make run`.
 source "$(dirname "$0")/../lib.sh"
