@@ -346,6 +346,7 @@ typedef struct gw_prompt {
 	/* chat: the template's variables, as the workers build them: messages
 	 * with flattened content, add_generation_prompt (owned) */
 	json_t *chat_vars;
+	uint64_t cache_ns;       /* the tenant's tokenizer-cache namespace */
 	char err[256];
 	char err_param[64];
 } gw_prompt;

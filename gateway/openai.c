@@ -119,7 +119,7 @@ int gw_prompt_tokenize(gw_prompt *p, const kvf_tokenizer *tok)
 	p->ids.n = 0;
 	int rc;
 	if (p->endpoint == GW_EP_COMPLETIONS) {
-		rc = kvf_tokenizer_encode(tok, p->text, p->text_len, KVF_TOK_ADD_SPECIAL, &p->ids);
+		rc = kvf_tokenizer_encode_ns(tok, p->text, p->text_len, KVF_TOK_ADD_SPECIAL, p->cache_ns, &p->ids);
 		if (rc)
 			return bad(p, "prompt", "prompt: %s", kvf_errmsg());
 		p->have_ids = 1;
@@ -133,7 +133,7 @@ int gw_prompt_tokenize(gw_prompt *p, const kvf_tokenizer *tok)
 			return bad(p, "messages", "the model has no chat template; use /v1/completions");
 		return bad(p, "messages", "chat template: %s", kvf_errmsg());
 	}
-	rc = kvf_tokenizer_encode(tok, text, tlen, 0, &p->ids);
+	rc = kvf_tokenizer_encode_ns(tok, text, tlen, 0, p->cache_ns, &p->ids);
 	kvf_free(text);
 	if (rc)
 		return bad(p, "messages", "messages: %s", kvf_errmsg());

@@ -624,6 +624,8 @@ static void start_tokenize(gw_req *r)
 		start_lookup(r);
 		return;
 	}
+	/* tenants never share the tokenizer's segment cache (no timing probe) */
+	r->prompt.cache_ns = r->tenant ? kvf_tokenizer_cache_ns(r->tenant->salt, r->tenant->salt_len) : 0;
 	if (r->prompt.have_ids || gw_prompt_work_bytes(&r->prompt) <= gw->cfg->tokenize_inline_bytes || !gw->tokpool) {
 		uint64_t t0 = kvf_now_ns();
 		int rc = gw_prompt_tokenize(&r->prompt, gw->tok);

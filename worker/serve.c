@@ -106,6 +106,8 @@ static void on_client_gone(kvf_http_req *req, void *ud)
 
 static int tokenize_prompt(kvf_worker *w, wreq *r, kvf_http_req *req)
 {
+	/* tenants never share the tokenizer's segment cache (no timing probe) */
+	uint64_t ns = kvf_tokenizer_cache_ns(r->tenant, strlen(r->tenant));
 	const kvf_engine_info *info = ew_info(w->engine);
 	int rc;
 	if (r->oai.kind == KVF_OAI_CHAT) {
@@ -126,10 +128,11 @@ static int tokenize_prompt(kvf_worker *w, wreq *r, kvf_http_req *req)
 		}
 		/* The template writes BOS itself: no post-processor (HF's
 		 * apply_chat_template, vLLM's chat defaults). */
-		rc = kvf_tokenizer_encode(w->tok, text, len, 0, &r->prompt);
+		rc = kvf_tokenizer_encode_ns(w->tok, text, len, 0, ns, &r->prompt);
 		kvf_free(text);
 	} else if (r->oai.prompt) {
-		rc = kvf_tokenizer_encode(w->tok, r->oai.prompt, strlen(r->oai.prompt), KVF_TOK_ADD_SPECIAL, &r->prompt);
+		rc = kvf_tokenizer_encode_ns(w->tok, r->oai.prompt, strlen(r->oai.prompt), KVF_TOK_ADD_SPECIAL, ns,
+					     &r->prompt);
 	} else {
 		rc = 0;
 		for (size_t i = 0; i < r->oai.n_prompt_ids; i++) {

@@ -84,6 +84,20 @@ int kvf_tokenizer_encode(const kvf_tokenizer *tok, const char *text, size_t len,
 			 unsigned flags, kvf_tok_ids *out);
 
 /*
+ * kvf_tokenizer_encode() with a segment-cache namespace: long segments
+ * cached under one namespace are never reused under another, so a server
+ * that gives each tenant its own (e.g. a hash of the tenant's name) keeps
+ * one tenant from timing whether another sent a text. kvf_tokenizer_encode
+ * uses namespace 0.
+ */
+int kvf_tokenizer_encode_ns(const kvf_tokenizer *tok, const char *text, size_t len,
+			    unsigned flags, uint64_t cache_ns, kvf_tok_ids *out);
+
+/* A cache namespace for an identity (a tenant's name or salt): 0 for an
+ * empty one, a 64-bit hash of the bytes otherwise. */
+uint64_t kvf_tokenizer_cache_ns(const void *id, size_t len);
+
+/*
  * Decodes ids to text like HF's tokenizer.decode(ids): the decoder chain of
  * tokenizer.json, invalid UTF-8 replaced by U+FFFD. *out is NUL-terminated,
  * allocated with kvf_malloc; free it with kvf_free(). Unknown ids fail with

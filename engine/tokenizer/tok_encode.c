@@ -768,16 +768,17 @@ static int out_add(kvf_tok_ids *out, size_t *n, const uint32_t *ids, size_t k)
 
 /* ---- segments ------------------------------------------------------------ */
 
-static uint64_t seg_hash(const char *s, size_t n, bool origin0)
+static uint64_t seg_hash(const char *s, size_t n, bool origin0, uint64_t ns)
 {
-	return XXH3_64bits_withSeed(s, n, origin0 ? 1 : 0);
+	return XXH3_64bits_withSeed(s, n, ns * 2 + (origin0 ? 1 : 0));
 }
 
 static struct tok_seg *seg_find(struct tok_ctx *ctx, const char *s, uint32_t n, bool origin0, uint64_t h)
 {
 	for (size_t i = 0; i < TOK_SEG_SLOTS; i++) {
 		struct tok_seg *e = &ctx->segs[i];
-		if (e->text && e->hash == h && e->len == n && e->origin0 == origin0 && memcmp(e->text, s, n) == 0)
+		if (e->text && e->hash == h && e->len == n && e->origin0 == origin0 && e->ns == ctx->seg_ns &&
+		    memcmp(e->text, s, n) == 0)
 			return e;
 	}
 	return NULL;
@@ -828,7 +829,7 @@ static void seg_insert(struct tok_ctx *ctx, const char *s, uint32_t n, bool orig
 	}
 	memcpy(t, s, n);
 	memcpy(v, ids, n_ids * sizeof(uint32_t));
-	*victim = (struct tok_seg){ h, ++ctx->seg_tick, t, v, n, (uint32_t)n_ids, origin0 };
+	*victim = (struct tok_seg){ h, ++ctx->seg_tick, ctx->seg_ns, t, v, n, (uint32_t)n_ids, origin0 };
 	ctx->seg_bytes += cost;
 }
 
@@ -840,7 +841,7 @@ static int encode_segment(const kvf_tokenizer *tok, struct tok_ctx *ctx, const s
 	bool cacheable = ctx->segs && seg->len >= TOK_SEG_MIN;
 	uint64_t h = 0;
 	if (cacheable) {
-		h = seg_hash(ctx->buf + seg->off, seg->len, seg->origin0);
+		h = seg_hash(ctx->buf + seg->off, seg->len, seg->origin0, ctx->seg_ns);
 		struct tok_seg *e = seg_find(ctx, ctx->buf + seg->off, seg->len, seg->origin0, h);
 		if (e) {
 			e->used = ++ctx->seg_tick;
@@ -955,8 +956,19 @@ static int encode_ctx(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char 
 	return 0;
 }
 
+uint64_t kvf_tokenizer_cache_ns(const void *id, size_t len)
+{
+	return len ? XXH3_64bits(id, len) | 1 : 0;
+}
+
 int kvf_tokenizer_encode(const kvf_tokenizer *tok, const char *text, size_t len, unsigned flags,
 			 kvf_tok_ids *out)
+{
+	return kvf_tokenizer_encode_ns(tok, text, len, flags, 0, out);
+}
+
+int kvf_tokenizer_encode_ns(const kvf_tokenizer *tok, const char *text, size_t len, unsigned flags,
+			    uint64_t cache_ns, kvf_tok_ids *out)
 {
 	if (!tok || !out || (!text && len))
 		return kvf_errf(KVF_E_INVAL, "kvf_tokenizer_encode: NULL argument");
@@ -967,6 +979,7 @@ int kvf_tokenizer_encode(const kvf_tokenizer *tok, const char *text, size_t len,
 	struct tok_ctx *ctx = tok_ctx_get(tok, &temporary);
 	if (!ctx)
 		return kvf_errf(KVF_E_NOMEM, "tokenizer: out of memory for a thread context");
+	ctx->seg_ns = cache_ns;
 	int rc = encode_ctx(tok, ctx, text ? text : "", len, flags, out);
 	/* don't let one huge request pin its scratch forever */
 	if (ctx->buf_cap > (64u << 20)) {

@@ -346,7 +346,7 @@ struct tok_cache_slot {
 #define TOK_SEG_MAX_BYTES (32u << 20) /* text + ids per thread */
 
 struct tok_seg {
-	uint64_t hash, used;
+	uint64_t hash, used, ns;
 	char *text; /* NULL: empty slot */
 	uint32_t *ids;
 	uint32_t len, n_ids;
@@ -383,6 +383,7 @@ struct tok_ctx {
 	struct tok_seg *segs; /* TOK_SEG_SLOTS, with the word cache */
 	size_t seg_bytes;
 	uint64_t seg_tick;
+	uint64_t seg_ns; /* this call's cache namespace */
 	uint64_t seg_hits, seg_misses;
 	struct tok_split *todo; /* this call's segments */
 	size_t todo_cap;

@@ -98,6 +98,18 @@ check_contains "auth without keys explained" "$out" "no API key is configured"
 out=$("$GATEWAY" -o gateway.api_keys=nocolon 2>&1); rc=$?
 check_eq "bad api_keys entry exits 2" 2 "$rc"
 check_contains "bad api_keys entry named" "$out" "gateway.api_keys[0]"
+# ---- tenants do not share the tokenizer's segment cache ----
+# (a hit is faster: sharing it would let one tenant time another's prompts)
+segs() { curl -s "$GW_URL/metrics" | awk -v r="$1" '$1 == "kvf_gateway_tokenizer_segment_cache_total{result=\""r"\"}" {print $2}'; }
+LONGP=$(long_prompt 30 "private$RANDOM")
+LREQ="{\"model\":\"test-model\",\"prompt\":\"$LONGP\",\"max_tokens\":1}"
+h0=$(segs hit); m0=$(segs miss)
+post /v1/completions "$LREQ" -H 'Authorization: Bearer sk-acme-000001' >/dev/null
+post /v1/completions "$LREQ" -H 'Authorization: Bearer sk-acme-000001' >/dev/null
+check_eq "segment cache: the same tenant's repeat is a hit" "$(( ${h0:-0} + 1 )) $(( ${m0:-0} + 1 ))" "$(segs hit) $(segs miss)"
+post /v1/completions "$LREQ" -H 'x-api-key: sk-globex-00001' >/dev/null
+check_eq "segment cache: another tenant's same prompt is a miss" "$(( ${h0:-0} + 1 )) $(( ${m0:-0} + 2 ))" "$(segs hit) $(segs miss)"
+
 echo '{"tenants":[{"name":"x y","keys":["sk-abcdefgh"]}]}' >"$KVF_TMP/bad.json"
 out=$("$GATEWAY" -o "gateway.tenants_file=$KVF_TMP/bad.json" -o gateway.http_listen=127.0.0.1:0 2>&1); rc=$?
 check_eq "bad tenants file refuses to start" 1 "$rc"

@@ -325,6 +325,18 @@ static void test_segment_cache(void **state)
 	assert_string_equal(enc(t, "<s>a b<s>a b", 0), "[9,1,2,9,1,2]"); /* short: not cached */
 	kvf_tokenizer_cache_stats(t, &h, &m);
 	assert_true(h == 2 && m == 2);
+	/* another namespace (tenant) does not see them */
+	kvf_tok_ids ids = { 0 };
+	assert_int_equal(kvf_tokenizer_encode_ns(t, long_text, strlen(long_text), 0, 42, &ids), 0);
+	assert_int_equal(ids.n, 2 * 325 + 1);
+	assert_int_equal(ids.ids[0], 0);
+	kvf_tokenizer_cache_stats(t, &h, &m);
+	assert_true(h == 2 && m == 3);
+	ids.n = 0;
+	assert_int_equal(kvf_tokenizer_encode_ns(t, long_text, strlen(long_text), 0, 42, &ids), 0);
+	kvf_tokenizer_cache_stats(t, &h, &m);
+	assert_true(h == 3 && m == 3);
+	kvf_tok_ids_free(&ids);
 	/* many distinct long segments: evicted by age, results stay exact */
 	char v[1400];
 	for (int k = 0; k < 3 * 32; k++) {
