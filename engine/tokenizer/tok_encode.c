@@ -57,7 +57,7 @@ static void ctx_free(struct tok_ctx *ctx)
 			free(ctx->segs[i].ids);
 		}
 	free(ctx->segs);
-	free(ctx->todo);
+	free(ctx->pieces);
 	free(ctx);
 }
 
@@ -926,11 +926,11 @@ static int encode_ctx(const kvf_tokenizer *tok, struct tok_ctx *ctx, const char 
 	}
 	/* 3 + 4, one segment (the text between added tokens) at a time */
 	size_t nseg = ctx->sp_n[r];
-	if (tok_raw_grow((void **)&ctx->todo, &ctx->todo_cap, nseg, sizeof(*ctx->todo)))
+	if (tok_raw_grow((void **)&ctx->pieces, &ctx->pieces_cap, nseg, sizeof(*ctx->pieces)))
 		return kvf_errf(KVF_E_NOMEM, "tokenizer: out of memory");
-	memcpy(ctx->todo, ctx->sp[r], nseg * sizeof(*ctx->todo));
+	memcpy(ctx->pieces, ctx->sp[r], nseg * sizeof(*ctx->pieces));
 	for (size_t i = 0; i < nseg; i++) {
-		const struct tok_split *sp = &ctx->todo[i];
+		const struct tok_split *sp = &ctx->pieces[i];
 		if (sp->id >= 0) {
 			uint32_t id = (uint32_t)sp->id;
 			rc = seq_add(ctx, &id, 1);

@@ -385,8 +385,8 @@ struct tok_ctx {
 	uint64_t seg_tick;
 	uint64_t seg_ns; /* this call's cache namespace */
 	uint64_t seg_hits, seg_misses;
-	struct tok_split *todo; /* this call's segments */
-	size_t todo_cap;
+	struct tok_split *pieces; /* this call's segments */
+	size_t pieces_cap;
 };
 
 /*

@@ -155,6 +155,7 @@ static void read_write(int transport, int memfd, int expect_transport)
 {
 	struct pair p;
 	if (pair_open(&p, transport, memfd) < 0) {
+		print_message("SKIP: transport %d could not open here: %s\n", transport, kvf_errmsg());
 		skip();
 		return;
 	}

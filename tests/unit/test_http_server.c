@@ -1052,6 +1052,7 @@ static void test_curl_interop(void **state)
 		unlink(path);
 		kvf_buf_free(&out);
 		srv_stop();
+		print_message("SKIP: curl could not be started (not installed?)\n");
 		skip();
 	}
 	assert_int_equal(rc, 0);
