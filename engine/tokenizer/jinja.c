@@ -1112,15 +1112,17 @@ static struct expr *parse_not(struct compiler *c)
 	return parse_compare(c);
 }
 
-static struct expr *parse_and(struct compiler *c)
+/* A left-associative chain "sub (word sub)*" of one logical operator. */
+static struct expr *parse_logic(struct compiler *c, const char *word, int kind,
+				struct expr *(*sub)(struct compiler *))
 {
-	struct expr *e = parse_not(c);
-	while (e && accept_name(c, "and")) {
-		struct expr *x = new_expr(c, E_AND);
+	struct expr *e = sub(c);
+	while (e && accept_name(c, word)) {
+		struct expr *x = new_expr(c, kind);
 		if (!x)
 			return NULL;
 		x->a = e;
-		x->b = parse_not(c);
+		x->b = sub(c);
 		if (!x->b)
 			return NULL;
 		e = x;
@@ -1128,20 +1130,14 @@ static struct expr *parse_and(struct compiler *c)
 	return e;
 }
 
+static struct expr *parse_and(struct compiler *c)
+{
+	return parse_logic(c, "and", E_AND, parse_not);
+}
+
 static struct expr *parse_or(struct compiler *c)
 {
-	struct expr *e = parse_and(c);
-	while (e && accept_name(c, "or")) {
-		struct expr *x = new_expr(c, E_OR);
-		if (!x)
-			return NULL;
-		x->a = e;
-		x->b = parse_and(c);
-		if (!x->b)
-			return NULL;
-		e = x;
-	}
-	return e;
+	return parse_logic(c, "or", E_OR, parse_and);
 }
 
 static struct expr *parse_expr(struct compiler *c)
